@@ -1,0 +1,1 @@
+"""One module per ``recon`` subcommand; see :mod:`recon.cli`."""

@@ -1,0 +1,68 @@
+"""Reading and writing single images with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from recon.errors import InputError
+from recon.io.atomic import atomic_path
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``uint8 [H, W, 3]`` RGB (alpha dropped, grey expanded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("image file does not exist", path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"cannot decode image (corrupt or truncated?): {e}", path) from None
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask image as ``bool [H, W]`` (any channel > 127 counts as foreground)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("mask file does not exist", path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"cannot decode mask image (corrupt or truncated?): {e}", path) from None
+    return arr > 127
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write ``uint8 [H, W, 3]``, ``[H, W]`` or ``bool [H, W]`` losslessly as PNG, atomically."""
+    from PIL import Image
+
+    a = np.asarray(image)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if a.dtype != np.uint8:
+        raise ValueError(f"write_png expects uint8 or bool, got {a.dtype}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(a).save(tmp, format="PNG", compress_level=1)
+
+
+def to_uint8(img) -> np.ndarray:
+    """Float image in [0, 1] (numpy or torch, any leading shape) -> uint8 numpy, rounded and clipped."""
+    try:
+        import torch
+
+        if isinstance(img, torch.Tensor):
+            img = img.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.clip(np.round(np.asarray(img, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RECON_SHARED_DATA", REPO.parent / "shared" / "data"))
+PANOPTIC = SHARED_DATA / "panoptic_basketball"
+
+
+@pytest.fixture
+def panoptic_root() -> Path:
+    """The real Panoptic basketball capture; tests using it skip when ../shared is absent."""
+    if not (PANOPTIC / "train_meta.json").is_file():
+        pytest.skip(f"real data not present at {PANOPTIC}")
+    return PANOPTIC
