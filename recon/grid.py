@@ -172,6 +172,7 @@ class FrameGrid:
             view_names=[self.view_names[i] for i in vi] if self.view_names else None,
             meta=dict(self.meta),
             extras={k: a[vi][:, ti] for k, a in self.extras.items()},
+            source=self.source,
         )
 
     def summary(self) -> dict[str, Any]:

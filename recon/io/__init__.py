@@ -13,6 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from recon.errors import InputError
 from recon.grid import FrameGrid
@@ -31,7 +35,8 @@ class LoadOptions:
     scale: float = 1.0
     """Resolution scale applied to images, masks and intrinsics (0.5 = half size)."""
     split: str = "train"
-    """For multi-split datasets (Panoptic, D-NeRF): train, test or val."""
+    """For multi-split datasets: Panoptic train, test or all (both, merged by camera id);
+    D-NeRF picks ``transforms_<split>.json`` (train, val, test) when given a folder."""
 
 
 def parse_frames(spec: str | None, n: int, field: str = "--frames") -> list[int]:
@@ -68,7 +73,7 @@ def detect_kind(path: str | os.PathLike) -> str:
         return "grid"
     if (p / "train_meta.json").is_file() or (p / "test_meta.json").is_file():
         return "panoptic"
-    if any((p / n).is_file() for n in ("transforms.json", "transforms_train.json")):
+    if any(f.is_file() for f in p.glob("transforms*.json")):
         return "nerfstudio"
     if any(f.suffix.lower() in VIDEO_EXTS for f in p.iterdir() if f.is_file()):
         return "videos"
@@ -114,33 +119,134 @@ def apply_options(grid: FrameGrid, options: LoadOptions, src: Path) -> FrameGrid
     return grid
 
 
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(h, w)`` of an ``height x width`` image resized by ``scale``; raises InputError on a bad scale."""
+    if not (0.0 < scale <= 8.0):
+        raise InputError(f"scale must be in (0, 8], got {scale}", field="--scale")
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``uint8 [H, W, C]`` -> ``[h, w, C]`` for ``size = (h, w)`` (area when shrinking, bilinear when growing)."""
+    import cv2
+
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    interp = cv2.INTER_AREA if h * w < image.shape[0] * image.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``bool [H, W]`` -> ``bool [h, w]`` (nearest) for ``size = (h, w)``."""
+    import cv2
+
+    h, w = size
+    if mask.shape[:2] == (h, w):
+        return mask
+    return cv2.resize(mask.astype("uint8"), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Intrinsics ``[..., 3, 3]`` (pixels) of images resized by ``sx`` horizontally and ``sy`` vertically.
+
+    With the pixel-centre convention of :mod:`recon.grid` (continuous coordinates, top-left pixel
+    centre at 0.5) a resize scales ``fx, skew, cx`` by ``sx`` and ``fy, cy`` by ``sy``.
+    """
+    import numpy as np
+
+    K = np.array(K, dtype=np.float64, copy=True)
+    K[..., 0, :] *= sx
+    K[..., 1, :] *= sy
+    K[..., 2, :] = [0.0, 0.0, 1.0]
+    return K
+
+
+def read_image_grid(
+    paths: list[list[Path]],
+    scale: float = 1.0,
+    expected_hw: tuple[int, int] | None = None,
+    expected_from: str = "",
+    masks: bool = False,
+    reader: Callable[[Path], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Read a V x T nested list of image files into ``uint8 [V, T, h, w, C]`` (C = 3 for RGB), or
+    ``bool [V, T, h, w]`` with ``masks=True``; each image is resized by ``scale`` right after
+    decoding, so only the small copy is kept.
+
+    ``reader`` (path -> array ``[H, W]`` or ``[H, W, C]``) replaces the default
+    :func:`~recon.io.images.read_rgb` / :func:`~recon.io.images.read_mask`. Every file must be
+    ``expected_hw = (H, W)`` before resizing (default: the first file's size); otherwise
+    InputError names the file and ``expected_from`` (where the expected size comes from).
+    Decoding runs in a few threads (PIL and OpenCV release the GIL).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from recon.io.images import read_mask, read_rgb
+
+    flat = [(v, t, p) for v, row in enumerate(paths) for t, p in enumerate(row)]
+    if not flat:
+        raise InputError("no images selected", field="--views/--frames")
+    reader = reader or (read_mask if masks else read_rgb)
+    first = reader(flat[0][2])
+    if expected_hw is None:
+        expected_hw, expected_from = first.shape[:2], f"size of the first image {flat[0][2]}"
+    H, W = expected_hw
+    h, w = scaled_size(H, W, scale)
+    V, T = len(paths), max(len(r) for r in paths)
+    out = np.zeros((V, T, h, w) + first.shape[2:], bool if masks else np.uint8)
+
+    def load(item, a=None):
+        v, t, p = item
+        a = reader(p) if a is None else a
+        if a.shape[:2] != (H, W) or a.shape[2:] != first.shape[2:]:
+            src = f" ({expected_from})" if expected_from else ""
+            raise InputError(f"image is {a.shape[1]}x{a.shape[0]}, expected {W}x{H}{src}", p, "size")
+        out[v, t] = resize_mask(a, (h, w)) if masks else resize_rgb(a, (h, w))
+
+    load(flat[0], first)
+    workers = max(1, min(8, os.cpu_count() or 1, len(flat)))
+    pool = ThreadPoolExecutor(workers)
+    try:
+        for fut in [pool.submit(load, item) for item in flat[1:]]:
+            fut.result()  # re-raises the first failure in grid order
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out
+
+
+def central_camera(w2c: np.ndarray) -> int:
+    """Index of the camera ``w2c [V, 4, 4]`` (world-to-camera) whose centre is nearest the mean centre."""
+    import numpy as np
+
+    w2c = np.asarray(w2c, dtype=np.float64)
+    centres = -np.einsum("vji,vj->vi", w2c[:, :3, :3], w2c[:, :3, 3])  # -R^T t
+    return int(np.argmin(np.linalg.norm(centres - centres.mean(axis=0), axis=1)))
+
+
 def rescale(grid: FrameGrid, scale: float) -> FrameGrid:
     """Resize images (area), masks (nearest), intrinsics and image-aligned extras by ``scale``."""
     import cv2
     import numpy as np
 
-    if not (0.0 < scale <= 8.0):
-        raise InputError(f"scale must be in (0, 8], got {scale}", field="--scale")
     V, T, H, W = grid.shape
-    h, w = max(1, round(H * scale)), max(1, round(W * scale))
+    h, w = scaled_size(H, W, scale)
     sx, sy = w / W, h / H
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    imgs = np.stack([np.stack([cv2.resize(grid.images[v, t], (w, h), interpolation=interp) for t in range(T)]) for v in range(V)])
+    imgs = np.stack([np.stack([resize_rgb(grid.images[v, t], (h, w)) for t in range(T)]) for v in range(V)])
     masks = None
     if grid.masks is not None:
-        masks = np.stack(
-            [np.stack([cv2.resize(grid.masks[v, t].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0 for t in range(T)]) for v in range(V)]
-        )
-    K = grid.cameras.K.copy()
-    K[..., 0, :] *= sx
-    K[..., 1, :] *= sy
-    K[..., 2, :] = [0.0, 0.0, 1.0]
+        masks = np.stack([np.stack([resize_mask(grid.masks[v, t], (h, w)) for t in range(T)]) for v in range(V)])
+    K = scale_intrinsics(grid.cameras.K, sx, sy)
     extras = {}
     for k, a in grid.extras.items():
         if a.shape[2:4] == (H, W):
             extras[k] = np.stack(
                 [np.stack([cv2.resize(a[v, t], (w, h), interpolation=cv2.INTER_NEAREST) for t in range(T)]) for v in range(V)]
             )
+        else:  # not image-aligned (e.g. per-frame vectors): unchanged by a resize
+            extras[k] = a
     from recon.grid import Cameras
 
     return FrameGrid(

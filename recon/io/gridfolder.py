@@ -120,6 +120,12 @@ def read_grid(path: str | os.PathLike) -> FrameGrid:
         raise InputError(f"empty grid (views={V}, times={T})", src, "views" if V < 1 else "times")
     H = _field(head, "height", src, int)
     W = _field(head, "width", src, int)
+    for key, val in (("views", V), ("height", H), ("width", W)):
+        if val < 1:
+            raise InputError(f"expected a positive integer, got {val}", src, key)
+    for key in ("ref_time", "central_view"):
+        if head.get(key) is not None and (not isinstance(head[key], int) or isinstance(head[key], bool)):
+            raise InputError(f"expected an integer, got {head[key]!r}", src, key)
     cams = _field(head, "cameras", src, dict)
     K = _array(_field(cams, "K", src, list), src, "cameras.K")
     w2c = cams.get("w2c")
