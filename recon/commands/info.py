@@ -8,12 +8,27 @@ from pathlib import Path
 from recon.errors import InputError
 
 
-def info(path: Path, /, json_out: bool = False) -> None:
+def info(
+    path: Path,
+    /,
+    json_out: bool = False,
+    views: list[int] | None = None,
+    frames: str | None = None,
+    scale: float = 1.0,
+    split: str = "train",
+) -> None:
     """Print a summary of a frame grid (grid folder, Panoptic, transforms json, videos) or a run folder.
+
+    The grid is read and validated in full (every image is decoded), so ``info`` doubles as an
+    input check; on large captures select a part with --frames / --views / --scale.
 
     Args:
         path: A grid folder, a Panoptic folder, a transforms json, a folder of videos, or a run folder.
         json_out: Print JSON instead of a table.
+        views: Views to read (indices; camera ids for Panoptic).
+        frames: Frame range start:stop[:step].
+        scale: Resolution scale applied while reading.
+        split: Split of multi-split datasets (train, test, val; Panoptic also all).
     """
     from rich.console import Console
     from rich.table import Table
@@ -25,10 +40,10 @@ def info(path: Path, /, json_out: bool = False) -> None:
         summary = _run_summary(path)
         title = f"run folder {path}"
     else:
-        from recon.io import detect_kind, load_grid
+        from recon.io import LoadOptions, detect_kind, load_grid
 
         kind = detect_kind(path)
-        grid = load_grid(path)
+        grid = load_grid(path, LoadOptions(views=views, frames=frames, scale=scale, split=split))
         summary = {"kind": kind, **grid.summary()}
         title = f"{kind} grid {path}"
     if json_out:
