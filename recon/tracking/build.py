@@ -1,0 +1,108 @@
+"""``build_tracks``: the tracking stage's one entry point for the pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from recon.errors import InputError
+from recon.grid import FrameGrid
+from recon.tracking.types import Tracks
+
+TRACK_SOURCES = ("auto", "gt", "flow", "file")
+
+
+def resolve_track_source(grid: FrameGrid, tracks: str) -> str:
+    """``auto`` -> ``gt`` when the grid carries synthetic surfaces and depth, else ``flow``."""
+    if tracks not in TRACK_SOURCES:
+        raise InputError(f"unknown track source {tracks!r}; expected one of {', '.join(TRACK_SOURCES)}", field="tracks")
+    if tracks == "auto":
+        has_gt = all(k in grid.extras for k in ("depth", "surface", "object_id")) and grid.cameras.w2c is not None
+        return "gt" if has_gt else "flow"
+    return tracks
+
+
+def check_trackable(grid: FrameGrid) -> None:
+    """Raise :class:`InputError` for grids the tracker cannot work on: fewer than 2 views, or
+    freeze-time frames without any image content (all one colour, e.g. all black)."""
+    V = grid.num_views
+    if V < 2:
+        raise InputError(f"grid has {V} view; too small to track (the freeze-time video needs at least 2 views)", grid.source, "images")
+    frames = grid.images[:, grid.ref_time]
+    flat = [int(v) for v in range(V) if int(frames[v].max()) - int(frames[v].min()) == 0]
+    if flat:
+        names = ", ".join(grid.view_names[v] if grid.view_names else str(v) for v in flat)
+        raise InputError(
+            f"freeze-time frame(s) of view(s) {names} are a single flat colour (e.g. all black); nothing to track",
+            grid.source,
+            "images",
+        )
+
+
+def build_tracks(
+    grid: FrameGrid,
+    depth: str = "auto",
+    tracks: str = "auto",
+    tracks_path: str | os.PathLike | None = None,
+    depth_path: str | os.PathLike | None = None,
+    keyframes: int = 3,
+    stride: int = 2,
+    device: torch.device = torch.device("cpu"),
+    with_time: bool = True,
+) -> Tracks:
+    """Dense 3D tracks across the freeze-time frames (views at ``grid.ref_time``).
+
+    Args:
+        grid: the frame grid (at least 2 views).
+        depth: depth provider for ``flow`` tracks: ``auto`` (``gt`` when ``extras["depth"]``
+            exists, else ``mvs``) | ``gt`` | ``mvs`` | ``file`` (see :mod:`recon.tracking.depth`).
+        tracks: ``auto`` (``gt`` when synthetic surfaces exist, else ``flow``) | ``gt`` (exact,
+            synthetic grids) | ``flow`` (DIS optical flow lifted by depth) | ``file`` (``tracks_path``,
+            see :mod:`recon.tracking.trackio`).
+        tracks_path: tracks file for ``tracks="file"``.
+        depth_path: depth file/folder for ``depth="file"``.
+        keyframes: number of keyframes seeding tracks (evenly spaced, central view included).
+        stride: seed grid stride in pixels.
+        device: torch device for depth estimation; the returned tensors are on the CPU.
+        with_time: also track the central view across time (``time_points``) when possible.
+
+    Returns:
+        :class:`Tracks`: ``points [P, V, 3]`` in each freeze-time frame's camera coordinates
+        (OpenCV), for every view; where a point is not ``visible`` its position there is the
+        rigid prediction (exact for ``gt``). ``colors [P, 3]``, ``seed_view [P]``, optional
+        ``time_points [P, T, 3]`` in the central camera's coordinates at each time.
+    """
+    source = resolve_track_source(grid, tracks)
+    if source == "file":
+        if tracks_path is None:
+            raise InputError("tracks='file' needs a tracks path", field="tracks_path")
+        from recon.tracking.trackio import read_tracks
+
+        return read_tracks(Path(tracks_path), grid)
+    check_trackable(grid)
+    if source == "gt":
+        from recon.tracking.gt import gt_tracks
+
+        return gt_tracks(grid, keyframes=keyframes, stride=stride, with_time=with_time)
+    from recon.tracking.depth import estimate_depth, resolve_depth_provider
+    from recon.tracking.flow import flow_tracks
+
+    V, r = grid.num_views, grid.ref_time
+    depth = resolve_depth_provider(grid, depth)
+    w2c = None
+    if grid.cameras.w2c is None and depth == "mvs":
+        from recon.tracking.cameras import estimate_cameras
+
+        w2c = estimate_cameras(grid).w2c
+    d = estimate_depth(grid, [(v, r) for v in range(V)], provider=depth, device=device, path=depth_path, w2c=w2c)
+    time_depth = None
+    if with_time and grid.num_times > 1:
+        c = int(grid.central_view)
+        cells = [(c, t) for t in range(grid.num_times)]
+        try:
+            time_depth = estimate_depth(grid, cells, provider=depth, device=device, path=depth_path, w2c=w2c).cpu().numpy()
+        except InputError:
+            time_depth = None  # e.g. a depth file holding freeze-time frames only: no time tracks
+    return flow_tracks(grid, d.cpu().numpy(), keyframes=keyframes, stride=stride, time_depth=time_depth)
