@@ -1,0 +1,72 @@
+// CPU compositing kernels on raw pointers (no torch): the torch wrapper is rasterize_cpu.cpp.
+// Layouts (C cameras, N splats, D channels, H x W pixels, E tile-splat entries), all row-major:
+//   means2d [C,N,2], conics [C,N,3], opacities [C,N], colors [C,N,D], depths [C,N],
+//   bbox [C,N,4] int32 [x0,y0,x1,y1) (empty = culled), order [C,N] int32 front to back.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common.h"
+
+namespace recon {
+namespace cpu {
+
+struct Frame {
+  int C, N, D, W, H, tiles_x, tiles_y, n_tiles;
+};
+
+inline Frame make_frame(int C, int N, int D, int W, int H) {
+  const int tx = (W + kTileSize - 1) / kTileSize, ty = (H + kTileSize - 1) / kTileSize;
+  return Frame{C, N, D, W, H, tx, ty, tx * ty};
+}
+
+struct Inputs {
+  const float* means2d;
+  const float* conics;
+  const float* opacities;
+  const float* colors;
+  const float* depths;
+  const int32_t* bbox;
+};
+
+struct Outputs {
+  float* rgb;        // [C,H,W,D] composited on black
+  float* alpha;      // [C,H,W] 1 - final transmittance
+  float* depth;      // [C,H,W] sum_i w_i z_i (not normalised)
+  float* t_final;    // [C,H,W] final transmittance (saved for the backward)
+  int32_t* last;     // [C,H,W] index into ids of the last splat a pixel used, -1 if none
+};
+
+struct Upstream {
+  const float* g_rgb;    // [C,H,W,D]
+  const float* g_alpha;  // [C,H,W]
+  const float* g_depth;  // [C,H,W]
+  const float* t_final;  // [C,H,W]
+  const int32_t* last;   // [C,H,W]
+};
+
+struct Gradients {  // zero-initialised by the caller; shapes as the inputs
+  float* means2d;
+  float* conics;
+  float* opacities;
+  float* colors;
+  float* depths;
+};
+
+// Per-entry gradient slot layout: means2d(2), conic(3), opacity(1), depth(1), colour(D).
+constexpr int kSlotFixed = 7;
+
+// Tile lists of all cameras: offsets [C*n_tiles+1]; ids [E] splat indices, front to back per tile.
+void bin_tiles(const Frame& f, const int32_t* bbox, const int32_t* order, std::vector<int64_t>& offsets,
+               std::vector<int32_t>& ids, int threads);
+
+void composite_forward(const Frame& f, const Inputs& in, const std::vector<int64_t>& offsets,
+                       const std::vector<int32_t>& ids, const Outputs& out, int threads);
+
+// slots: scratch [E, kSlotFixed + D] (need not be initialised).
+void composite_backward(const Frame& f, const Inputs& in, const Upstream& up, const int64_t* offsets,
+                        const int32_t* ids, float* slots, const Gradients& grads, int threads);
+
+}  // namespace cpu
+}  // namespace recon
