@@ -1,0 +1,226 @@
+"""Canonical stage: dense 3D tracks of the freeze-time frames -> isotropic canonical splats,
+per-view poses and per-view offsets dp_i^v.
+
+Coordinates. The canonical frame is the central view's camera frame at ``ref_time`` (OpenCV).
+A *pose* ``A[i, j]`` (4x4, rigid) maps canonical coordinates to the camera coordinates of grid
+cell (view i, time j) -- the ``viewmat`` that cell is rendered with.
+
+* Given cameras (``grid.cameras.w2c``): ``A[i, j] = w2c[i, j] @ inv(w2c[c, ref])``.
+* Otherwise: ``A[i, j] = A_i`` for every time (a static rig), ``A_i`` the robust rigid
+  Umeyama fit from the tracked points in the central frame to the same points in frame i.
+
+Canonical positions. A point's canonical position is its tracked position in the central frame
+where it is visible there, else its position in its seed keyframe mapped by ``inv(A_seed)``.
+
+View offsets. ``dp_i^v = inv(A_i)(points[:, i]) - canonical`` where the point is visible in frame
+i: the non-rigid remainder of the tracks after the rigid alignment, in canonical coordinates.
+Where it is not visible, the offset is interpolated (inverse-distance over the ``k`` nearest
+canonical neighbours that are visible in frame i), or zero when none is. Offsets are clipped to
+``offset_clip`` x the point's distance from the central camera so one bad track cannot throw a splat away.
+
+De-duplication. Tracks seeded in different keyframes can land on the same surface spot; points
+closer than ``merge_radius`` x the median neighbour spacing are merged (the earlier one -- the
+central keyframe's -- is kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon.grid import FrameGrid
+from recon.model.splats import Splats, logit, neighbour_log_scales
+from recon.tracking.align import umeyama
+from recon.tracking.types import Tracks
+
+
+@dataclass
+class CanonicalConfig:
+    """Options of the canonical stage."""
+
+    scale_neighbours: int = 3
+    """k of the kNN spacing that initialises each Gaussian's scale."""
+    scale_factor: float = 0.5
+    """Initial standard deviation = factor x mean distance to the k nearest neighbours (0.5: a
+    splat's 1-sigma disc just reaches half-way to its neighbours; sharper first renders than 1.0)."""
+    init_opacity: float = 0.9
+    """Initial peak opacity of every Gaussian."""
+    merge_radius: float = 0.5
+    """Merge points closer than this x the median neighbour spacing (0 disables)."""
+    view_offsets: bool = True
+    """Keep the tracked per-view offsets dp_i^v (False: zero offsets, the ablation)."""
+    offset_neighbours: int = 8
+    """Neighbours used to interpolate offsets where a point is not visible."""
+    offset_clip: float = 0.05
+    """Largest offset as a fraction of the point's canonical depth."""
+
+
+@dataclass
+class Canonical:
+    """Result of the canonical stage (P points, V views, T times)."""
+
+    splats: Splats
+    view_offsets: Tensor  # [P, V, 3] dp_i^v, canonical coordinates
+    poses: Tensor  # [V, T, 4, 4] float32 canonical -> camera (i, j), OpenCV
+    frame_points: Tensor  # [P, V, 3] tracked positions in each freeze-time frame's camera coordinates
+    visible: Tensor  # [P, V] bool
+    seed_view: Tensor  # [P] int64
+    pose_source: str  # "cameras" or "tracks"
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Flat dict of CPU tensors for a safetensors checkpoint."""
+        out = {f"splats.{k}": v for k, v in self.splats.tensors().items()}
+        out.update(view_offsets=self.view_offsets, poses=self.poses, frame_points=self.frame_points,
+                   visible=self.visible.to(torch.uint8), seed_view=self.seed_view)
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, Tensor], pose_source: str, source: str = "checkpoint") -> "Canonical":
+        return cls(
+            splats=Splats.from_tensors(t, "splats.", source),
+            view_offsets=t["view_offsets"],
+            poses=t["poses"],
+            frame_points=t["frame_points"],
+            visible=t["visible"].bool(),
+            seed_view=t["seed_view"],
+            pose_source=pose_source,
+        )
+
+    def select(self, keep: Tensor) -> "Canonical":
+        """Keep the points where ``keep [P]`` is True."""
+        return Canonical(self.splats.select(keep), self.view_offsets[keep], self.poses, self.frame_points[keep],
+                         self.visible[keep], self.seed_view[keep], self.pose_source)
+
+
+def cell_poses(grid: FrameGrid, tracks: Tracks | None = None) -> tuple[np.ndarray, str]:
+    """Poses ``[V, T, 4, 4]`` float64 (canonical -> camera of cell (i, j)) and their source.
+
+    From the grid's cameras when known, else from a robust rigid fit of the tracks (needs
+    ``tracks``). See the module docstring."""
+    V, T = grid.num_views, grid.num_times
+    r, c = grid.ref_time, int(grid.central_view)
+    if grid.cameras.w2c is not None:
+        c2w = np.linalg.inv(grid.cameras.w2c[c, r])
+        return grid.cameras.w2c @ c2w, "cameras"
+    assert tracks is not None, "poses without cameras need tracks"
+    pts = tracks.points.double().numpy()
+    vis = tracks.visible.numpy()
+    poses = np.tile(np.eye(4), (V, T, 1, 1))
+    for i in range(V):
+        if i == c:
+            continue
+        both = vis[:, c] & vis[:, i]
+        w = both.astype(np.float64) if both.sum() >= 3 else np.ones(len(pts))
+        _, R, t = umeyama(pts[:, c], pts[:, i], weights=w, robust="irls")
+        poses[i, :, :3, :3] = R
+        poses[i, :, :3, 3] = t
+    return poses, "tracks"
+
+
+def _inverse_rigid(A: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``inv(A) @ X`` for a rigid 4x4 ``A`` and points ``[N, 3]``."""
+    R, t = A[:3, :3], A[:3, 3]
+    return (X - t) @ R
+
+
+def merge_duplicates(points: np.ndarray, radius_factor: float) -> np.ndarray:
+    """``bool [N]`` keep-mask: drop the later of any two points closer than ``radius_factor`` x the
+    median nearest-neighbour distance (earlier points win)."""
+    from scipy.spatial import cKDTree
+
+    n = len(points)
+    keep = np.ones(n, bool)
+    if radius_factor <= 0 or n < 2:
+        return keep
+    tree = cKDTree(points)
+    d, _ = tree.query(points, k=2)
+    radius = radius_factor * float(np.median(d[:, 1]))
+    if radius <= 0:
+        return keep
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    if len(pairs) == 0:
+        return keep
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    for a, b in pairs:  # a < b; greedy in index order
+        if keep[a]:
+            keep[b] = False
+    return keep
+
+
+def fill_offsets(canon: np.ndarray, offsets: np.ndarray, visible: np.ndarray, k: int) -> np.ndarray:
+    """Interpolate ``offsets [P, V, 3]`` where not ``visible [P, V]`` from the ``k`` nearest
+    canonical neighbours (``canon [P, 3]``) visible in that view (inverse distance); zero where a
+    view has no visible point."""
+    from scipy.spatial import cKDTree
+
+    out = np.where(visible[..., None], offsets, 0.0)
+    for i in range(offsets.shape[1]):
+        src = np.nonzero(visible[:, i])[0]
+        dst = np.nonzero(~visible[:, i])[0]
+        if len(src) == 0 or len(dst) == 0:
+            continue
+        kk = min(k, len(src))
+        d, idx = cKDTree(canon[src]).query(canon[dst], k=kk)
+        d, idx = d.reshape(len(dst), kk), idx.reshape(len(dst), kk)
+        w = 1.0 / np.maximum(d, 1e-9)
+        out[dst, i] = (w[..., None] * offsets[src[idx], i]).sum(1) / w.sum(1, keepdims=True)
+    return out
+
+
+def build_canonical(grid: FrameGrid, tracks: Tracks, config: CanonicalConfig) -> Canonical:
+    """Canonical splats, poses and view offsets from freeze-time ``tracks`` (see module docstring).
+
+    ``tracks.points [P, V, 3]`` must have a position in every frame (the trackers predict
+    invisible ones rigidly). Returns a :class:`Canonical` with P' <= P points after merging.
+    """
+    V = grid.num_views
+    c = int(grid.central_view)
+    poses, source = cell_poses(grid, tracks)
+    A = poses[:, grid.ref_time]  # [V, 4, 4] freeze-time poses
+    pts = tracks.points.double().numpy()
+    vis = tracks.visible.numpy().copy()
+    seed = tracks.seed_view.numpy()
+    finite = np.isfinite(pts).all(-1)
+    vis &= finite
+    pts = np.where(finite[..., None], pts, 0.0)
+    anchor = np.where(vis[:, c], c, seed)
+    canon = np.empty((len(pts), 3))
+    for v in np.unique(anchor):
+        sel = anchor == v
+        canon[sel] = _inverse_rigid(A[v], pts[sel, v])
+    ok = np.isfinite(canon).all(1)
+    keep = ok.copy()
+    keep[ok] = merge_duplicates(canon[ok], config.merge_radius)
+    canon, pts, vis, seed = canon[keep], pts[keep], vis[keep], seed[keep]
+
+    aligned = np.stack([_inverse_rigid(A[i], pts[:, i]) for i in range(V)], 1)  # [P, V, 3]
+    raw = aligned - canon[:, None]
+    if config.view_offsets:
+        offsets = fill_offsets(canon, raw, vis, config.offset_neighbours)
+        limit = config.offset_clip * np.linalg.norm(canon, axis=1)[:, None]
+        norm = np.linalg.norm(offsets, axis=-1)
+        offsets *= np.minimum(1.0, limit / np.maximum(norm, 1e-12))[..., None]
+    else:
+        offsets = np.zeros_like(raw)
+
+    log_scales = neighbour_log_scales(canon, config.scale_neighbours, config.scale_factor)
+    colors = tracks.colors.numpy()[keep]
+    P = len(canon)
+    splats = Splats(
+        torch.from_numpy(canon).float(),
+        torch.from_numpy(log_scales).float(),
+        torch.full((P,), logit(config.init_opacity)),
+        torch.from_numpy(np.asarray(colors, np.float32)),
+    )
+    return Canonical(
+        splats=splats,
+        view_offsets=torch.from_numpy(offsets).float(),
+        poses=torch.from_numpy(poses).float(),
+        frame_points=torch.from_numpy(pts).float(),
+        visible=torch.from_numpy(vis),
+        seed_view=torch.from_numpy(seed).long(),
+        pose_source=source,
+    )

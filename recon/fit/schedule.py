@@ -1,0 +1,69 @@
+"""Learning-rate schedules and small optimiser helpers shared by the fitting stages."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def exp_decay(lr_start: float, lr_end: float, step: int, total: int) -> float:
+    """Log-linear interpolation from ``lr_start`` (step 0) to ``lr_end`` (step ``total``), as 3DGS's
+    position schedule; constant ``lr_start`` when ``lr_end`` equals it or ``total`` <= 0."""
+    if total <= 0 or lr_start <= 0 or lr_end <= 0:
+        return lr_start
+    f = min(max(step / total, 0.0), 1.0)
+    return math.exp((1.0 - f) * math.log(lr_start) + f * math.log(lr_end))
+
+
+def cell_order(cells: list[tuple[int, int]], steps: int, per_step: int, generator: torch.Generator) -> list[list[tuple[int, int]]]:
+    """``steps`` batches of ``min(per_step, len(cells))`` distinct cells: epochs of seeded random
+    permutations, so every training cell is seen equally often and the order is reproducible."""
+    per_step = max(1, min(per_step, len(cells)))
+    out: list[list[tuple[int, int]]] = []
+    queue: list[int] = []
+    for _ in range(steps):
+        batch: list[int] = []
+        while len(batch) < per_step:
+            if not queue:
+                queue = torch.randperm(len(cells), generator=generator).tolist()
+            idx = queue.pop()
+            if idx not in batch:
+                batch.append(idx)
+        out.append([cells[i] for i in batch])
+    return out
+
+
+def time_batches(cells: list[tuple[int, int]], steps: int, per_step: int, generator: torch.Generator) -> list[list[tuple[int, int]]]:
+    """``steps`` batches of cells (view, time) that share one time each: times cycle through seeded
+    random permutations, the views of a batch are a seeded random subset of the cells at that
+    time. One time per batch means one evaluation of the temporal MLP per step."""
+    by_time: dict[int, list[tuple[int, int]]] = {}
+    for c in cells:
+        by_time.setdefault(c[1], []).append(c)
+    times = sorted(by_time)
+    out: list[list[tuple[int, int]]] = []
+    queue: list[int] = []
+    for _ in range(steps):
+        if not queue:
+            queue = [times[k] for k in torch.randperm(len(times), generator=generator).tolist()]
+        group = by_time[queue.pop()]
+        pick = torch.randperm(len(group), generator=generator)[: max(1, per_step)].tolist()
+        out.append([group[k] for k in sorted(pick)])
+    return out
+
+
+def prune_adam_state(optimizer: torch.optim.Adam, param: Tensor, new_param: Tensor, keep: Tensor) -> None:
+    """Swap ``param`` for ``new_param`` (= ``param[keep]``) in ``optimizer``, keeping the Adam
+    moments of the kept rows (used when Gaussians are removed during a fit)."""
+    for group in optimizer.param_groups:
+        for k, p in enumerate(group["params"]):
+            if p is param:
+                state = optimizer.state.pop(p, None)
+                group["params"][k] = new_param
+                if state:
+                    state = {n: (v[keep] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == keep.shape[0] else v)
+                             for n, v in state.items()}
+                    optimizer.state[new_param] = state
+                return

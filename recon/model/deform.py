@@ -1,0 +1,109 @@
+"""Deformation of the canonical splats: ``dp_ij = dp_i^v + dp_j^t`` (4Real-Video, eq. 3).
+
+* ``dp_j^t`` -- temporal deformation, an MLP of the positional encoding of a Gaussian's canonical
+  position and of time (Deformable-3DGS style). The last layer is zero-initialised, so the field
+  starts as the identity and the canonical splats render unchanged at every time.
+* ``dp_i^v`` -- per-view offset ``[P, V, 3]`` in canonical coordinates: the non-rigid remainder of
+  the dense 3D tracks after the rigid alignment of view ``i`` to the central frame (a buffer, not
+  optimised), plus an optional learnable correction (zero-initialised, kept small by a
+  regulariser in the deform stage) -- the "small regularised correction" used with given cameras.
+
+Positions and times are normalised before encoding: positions by a centre and a radius fixed
+at construction (robust percentiles of the canonical points), times to [-1, 1] over the grid's
+time range.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
+    """NeRF encoding ``[x, sin(2^k pi x), cos(2^k pi x)]_{k < num_freqs}``: ``[..., D] -> [..., D (1 + 2 F)]``."""
+    if num_freqs <= 0:
+        return x
+    freqs = (2.0 ** torch.arange(num_freqs, dtype=x.dtype, device=x.device)) * math.pi
+    xf = x[..., None, :] * freqs[:, None]  # [..., F, D]
+    enc = torch.cat([torch.sin(xf), torch.cos(xf)], dim=-2).flatten(-2)
+    return torch.cat([x, enc], dim=-1)
+
+
+class DeformField(nn.Module):
+    """Temporal MLP plus per-view offsets for ``P`` Gaussians and ``V`` views.
+
+    Args:
+        tracked_offsets: ``[P, V, 3]`` dp_i^v from tracking (canonical coordinates; zeros to disable).
+        center: ``[3]`` and radius (float): position normalisation, ``(x - center) / radius``.
+        time_range: ``(t_min, t_max)`` of the grid's times, mapped to [-1, 1].
+        pos_freqs, time_freqs: frequencies of the positional encodings.
+        width, depth: hidden width and number of hidden layers of the MLP.
+        learn_view_offsets: add a learnable correction ``[P, V, 3]`` to the tracked offsets.
+    """
+
+    def __init__(
+        self,
+        tracked_offsets: Tensor,
+        center: Tensor,
+        radius: float,
+        time_range: tuple[float, float],
+        pos_freqs: int = 6,
+        time_freqs: int = 4,
+        width: int = 64,
+        depth: int = 3,
+        learn_view_offsets: bool = True,
+    ):
+        super().__init__()
+        P, V, _ = tracked_offsets.shape
+        self.register_buffer("tracked_offsets", tracked_offsets.detach().float().clone())
+        self.register_buffer("center", center.detach().float().reshape(3).clone())
+        self.register_buffer("radius", torch.tensor(float(max(radius, 1e-6))))
+        self.register_buffer("time_range", torch.tensor([float(time_range[0]), float(time_range[1])]))
+        self.pos_freqs, self.time_freqs = int(pos_freqs), int(time_freqs)
+        self.learn_view_offsets = bool(learn_view_offsets)
+        self.view_correction = nn.Parameter(torch.zeros(P, V, 3), requires_grad=self.learn_view_offsets)
+        d_in = 3 * (1 + 2 * self.pos_freqs) + (1 + 2 * self.time_freqs)
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Linear(d_in if i == 0 else width, width), nn.ReLU()]
+        last = nn.Linear(width if depth > 0 else d_in, 3)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(*layers, last)
+
+    @property
+    def num_views(self) -> int:
+        return int(self.tracked_offsets.shape[1])
+
+    def norm_time(self, t: float | Tensor) -> Tensor:
+        """Grid time -> [-1, 1] (0 when the grid has a single time)."""
+        lo, hi = self.time_range
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.center.device)
+        span = hi - lo
+        return torch.where(span > 0, 2.0 * (t - lo) / span.clamp_min(1e-12) - 1.0, torch.zeros_like(t))
+
+    def time_offset(self, means: Tensor, t: float | Tensor) -> Tensor:
+        """dp^t ``[N, 3]`` at grid time ``t`` for canonical positions ``means [N, 3]``."""
+        x = (means - self.center) / self.radius
+        tt = self.norm_time(t).reshape(1, 1).expand(means.shape[0], 1)
+        feats = torch.cat([positional_encoding(x, self.pos_freqs), positional_encoding(tt, self.time_freqs)], dim=-1)
+        return self.mlp(feats) * self.radius
+
+    def view_offset(self, view: int) -> Tensor:
+        """dp_i^v ``[P, 3]`` of view ``view`` (tracked + learned correction)."""
+        return self.tracked_offsets[:, view] + self.view_correction[:, view]
+
+    def forward(self, means: Tensor, view: int | None, t: float | Tensor) -> Tensor:
+        """Deformed positions ``[N, 3]`` of cell (``view``, time ``t``); ``view=None`` omits dp^v
+        (the per-time geometry that is exported)."""
+        out = means + self.time_offset(means, t)
+        if view is not None:
+            out = out + self.view_offset(view)
+        return out
+
+    def select(self, keep: Tensor) -> None:
+        """Keep only the points where ``keep [P]`` is True (in place; call before building an optimiser)."""
+        self.tracked_offsets = self.tracked_offsets[keep].contiguous()
+        self.view_correction = nn.Parameter(self.view_correction.detach()[keep].contiguous(), requires_grad=self.learn_view_offsets)

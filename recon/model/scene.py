@@ -1,0 +1,118 @@
+"""The fitted 4D scene: canonical splats + deformation field + the grid's cell cameras.
+
+Renders any grid cell (view i, time j) with positions ``canonical + dp_i^v + dp_j^t``, viewmat
+``poses[i, j]`` (canonical -> camera (i, j), OpenCV) and intrinsics ``Ks[i, j]``; gives per-time
+positions without view offsets (``positions_at``) for export. Saved as one safetensors file
+(tensors) plus the field's hyper-parameters in its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from recon.errors import InputError
+from recon.model.deform import DeformField
+from recon.model.splats import Splats
+from recon.render import rasterize
+
+
+class DeformableScene:
+    """Splats ``[N]``, field, ``poses [V, T, 4, 4]``, ``Ks [V, T, 3, 3]``, ``times [T]``, image ``size (H, W)``."""
+
+    def __init__(self, splats: Splats, field: DeformField, poses: Tensor, Ks: Tensor, times: Tensor, size: tuple[int, int],
+                 to_world: Tensor | None = None):
+        self.splats = splats
+        self.field = field
+        self.poses = poses.float()
+        self.Ks = Ks.float()
+        self.times = times.float()
+        self.size = (int(size[0]), int(size[1]))
+        self.to_world = torch.eye(4) if to_world is None else to_world.float()
+        """[4, 4] canonical -> world (the inverse of the central camera's w2c when cameras are known)."""
+
+    @property
+    def num_views(self) -> int:
+        return int(self.poses.shape[0])
+
+    @property
+    def num_times(self) -> int:
+        return int(self.poses.shape[1])
+
+    def cell_means(self, cells: list[tuple[int, int]], view_offsets: bool = True) -> Tensor:
+        """Deformed positions ``[C, N, 3]`` (canonical coordinates) of the given cells."""
+        means = self.splats.means
+        dpt: dict[int, Tensor] = {}
+        out = []
+        for i, j in cells:
+            if j not in dpt:
+                dpt[j] = self.field.time_offset(means, self.times[j])
+            m = means + dpt[j]
+            if view_offsets:
+                m = m + self.field.view_offset(i)
+            out.append(m)
+        return torch.stack(out)
+
+    def render(self, cells: list[tuple[int, int]], backend: str = "auto", view_offsets: bool = True) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """Render cells -> ``(rgb [C, H, W, 3], alpha [C, H, W, 1], depth [C, H, W, 1], meta)``."""
+        dev = self.splats.means.device
+        idx_v = torch.tensor([i for i, _ in cells])
+        idx_t = torch.tensor([j for _, j in cells])
+        H, W = self.size
+        return rasterize(self.cell_means(cells, view_offsets), self.splats.log_scales, self.splats.opacity_logits,
+                         self.splats.rgb(), self.poses[idx_v, idx_t].to(dev), self.Ks[idx_v, idx_t].to(dev), W, H, backend=backend)
+
+    @torch.no_grad()
+    def positions_at(self, j: int, world: bool = True) -> Tensor:
+        """Positions ``[N, 3]`` at time index ``j`` without view offsets (``canonical + dp_j^t``),
+        in world coordinates (``to_world``) or canonical ones."""
+        m = self.splats.means + self.field.time_offset(self.splats.means, self.times[j])
+        if world:
+            T = self.to_world.to(m.device)
+            m = m @ T[:3, :3].T + T[:3, 3]
+        return m
+
+    # --- persistence -----------------------------------------------------------------------
+    def field_config(self) -> dict[str, Any]:
+        f = self.field
+        return {"pos_freqs": f.pos_freqs, "time_freqs": f.time_freqs, "learn_view_offsets": f.learn_view_offsets,
+                "width": f.mlp[0].out_features if len(f.mlp) > 1 else 0, "depth": (len(f.mlp) - 1) // 2}
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {f"splats.{k}": v for k, v in self.splats.tensors().items()}
+        out.update({f"field.{k}": v.detach().cpu().contiguous() for k, v in self.field.state_dict().items()})
+        out.update(poses=self.poses.cpu(), Ks=self.Ks.cpu(), times=self.times.cpu(), to_world=self.to_world.cpu())
+        return {k: v.contiguous() for k, v in out.items()}
+
+    def save(self, path: Path) -> None:
+        """Write a safetensors file atomically (field hyper-parameters and image size in the metadata)."""
+        from safetensors.torch import save_file
+
+        from recon.io.atomic import atomic_path
+
+        meta = {"field": json.dumps(self.field_config()), "size": json.dumps(list(self.size))}
+        with atomic_path(path) as tmp:
+            save_file(self.tensors(), str(tmp), metadata=meta)
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device = torch.device("cpu")) -> "DeformableScene":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                t = {k: f.get_tensor(k) for k in f.keys()}
+            fc = json.loads(meta["field"])
+            size = tuple(json.loads(meta["size"]))
+        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
+            raise InputError(f"not a readable scene checkpoint ({e})", path) from None
+        splats = Splats.from_tensors(t, "splats.", str(path)).to(device)
+        fs = {k[len("field."):]: v for k, v in t.items() if k.startswith("field.")}
+        field = DeformField(fs["tracked_offsets"], fs["center"], float(fs["radius"]), tuple(fs["time_range"].tolist()),
+                            fc["pos_freqs"], fc["time_freqs"], fc["width"], fc["depth"], fc["learn_view_offsets"])
+        field.load_state_dict(fs)
+        return cls(splats, field.to(device), t["poses"], t["Ks"], t["times"], size, t["to_world"])
