@@ -1,0 +1,306 @@
+"""Run methods on the cases of a suite, score every fit, collect the results.
+
+Methods (:data:`METHODS`): ``recon`` (the full method) and its ablations, each one pipeline run:
+
+* ``no-prune`` -- the floater-pruning stage switched off;
+* ``no-view-offsets`` -- dp_i^v = 0 (the tracked per-view offsets are not used);
+* ``no-tracking`` -- random initialisation inside the scene bounds (:func:`~recon.bench.baselines.random_tracks`);
+* ``pointmap-init`` -- every freeze-time frame's depth unprojected and concatenated, as a
+  feed-forward method would produce (:func:`~recon.bench.baselines.pointmap_tracks`);
+* ``dust3r`` / ``splatt3r`` -- the real upstream models through :mod:`recon.bench.adapters`
+  (only when pointed at a local clone and checkpoint; otherwise reported as not available).
+
+Every non-tracking initialisation is handed to the pipeline as a tracks file, so everything after
+the initialisation (canonical stage, pruning, deformation fit) is the same code for all methods.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from recon.bench import evaluate as EV
+from recon.bench.adapters import Dust3rAdapter, Splatt3rAdapter
+from recon.bench.cost import PeakMemory, Stopwatch, folder_bytes
+from recon.bench.suites import Case
+from recon.errors import InputError
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How a method differs from ``recon``: its initialisation and pipeline switches."""
+
+    init: str = "tracking"  # tracking | random | pointmap | dust3r | splatt3r
+    prune: bool = True
+    view_offsets: bool = True
+    about: str = ""
+
+
+METHODS: dict[str, MethodSpec] = {
+    "recon": MethodSpec(about="full method: dense tracking init, floater pruning, view offsets + temporal MLP"),
+    "no-prune": MethodSpec(prune=False, about="floater-pruning stage off"),
+    "no-view-offsets": MethodSpec(view_offsets=False, about="per-view offsets dp_i^v = 0"),
+    "no-tracking": MethodSpec(init="random", about="random points inside the scene bounds instead of tracks"),
+    "pointmap-init": MethodSpec(init="pointmap", about="per-frame depth unprojected and concatenated (feed-forward style)"),
+    "dust3r": MethodSpec(init="dust3r", about="Dust3R pointmaps (global alignment) as the initialisation"),
+    "splatt3r": MethodSpec(init="splatt3r", about="Splatt3R Gaussians (central view + neighbour) as the initialisation"),
+}
+DEFAULT_METHODS = ("recon", "no-prune", "no-view-offsets", "no-tracking", "pointmap-init", "dust3r", "splatt3r")
+
+
+@dataclass
+class BenchSettings:
+    """Pipeline settings shared by all methods of a bench run."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    tracks: str = "flow"
+    """Tracking source for the tracking-initialised methods (``flow`` even on synthetic grids, so
+    the tracker is measured, not the exact GT tracks)."""
+    depth: str = "auto"
+    """Depth provider for tracking and for ``pointmap-init`` (auto: GT depth on synthetic grids, MVS otherwise)."""
+    keyframes: int = 3
+    stride: int = 2
+    prune_iterations: int | None = None
+    deform_iterations: int | None = None
+    seed: int = 0
+    threads: int = 2
+    """torch CPU threads of each fit (the pipeline fixes them for reproducibility)."""
+    max_points: int = 20000
+    """Point budget of the Dust3R / Splatt3R initialisations."""
+    consistency: bool = True
+    """Score the SfM consistency (always for grids without ground truth; also on GT suites)."""
+
+
+# --- the one place that talks to the pipeline --------------------------------------------------
+
+def pipeline_available() -> tuple[bool, str]:
+    import importlib.util
+
+    if importlib.util.find_spec("recon.pipeline") is None:
+        return False, "the reconstruction pipeline (recon.pipeline) is not in this build"
+    return True, "ok"
+
+
+def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_path: Path | None) -> tuple[Any, dict[str, Any]]:
+    """Run :func:`recon.pipeline.reconstruct` on ``grid`` for one method; returns
+    ``(DeformableScene, info)`` with ``info["stages"]`` = wall seconds per pipeline stage,
+    ``info["background"]`` (None: the pipeline renders on black) and ``info["pipeline_metrics"]``."""
+    from recon import pipeline as P
+
+    cfg = P.ReconstructConfig()
+    cfg.tracking.tracks = "file" if tracks_path is not None else settings.tracks
+    cfg.tracking.tracks_path = None if tracks_path is None else str(tracks_path)
+    cfg.tracking.depth = settings.depth
+    cfg.tracking.keyframes = settings.keyframes
+    cfg.tracking.stride = settings.stride
+    cfg.prune.enabled = spec.prune
+    cfg.canonical.view_offsets = spec.view_offsets
+    if settings.prune_iterations is not None:
+        cfg.prune.iterations = settings.prune_iterations
+    if settings.deform_iterations is not None:
+        cfg.deform.iterations = settings.deform_iterations
+        cfg.deform.warmup = min(cfg.deform.warmup, max(1, settings.deform_iterations // 10))
+    # the bench scores held-out views itself; per-cell PNGs and the preview video only cost time
+    cfg.outputs.renders = False
+    cfg.outputs.preview_video = False
+    cfg.seed = settings.seed
+    cfg.threads = settings.threads
+    result = P.reconstruct(grid, cfg, Path(run_dir), device=settings.device)
+    stages = {k: float(v) for k, v in (result.metrics.get("seconds") or {}).items() if v is not None}
+    return result.scene, {"stages": stages, "background": None, "pipeline_metrics": result.metrics}
+
+
+# --- initialisations ---------------------------------------------------------------------------
+
+def initial_tracks(case: Case, spec: MethodSpec, settings: BenchSettings, run_dir: Path, adapters: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
+    """Write the tracks file of a non-tracking initialisation (None for ``tracking``); returns it and info."""
+    from recon.bench import baselines as B
+    from recon.tracking.trackio import write_tracks
+
+    if spec.init == "tracking":
+        return None, {}
+    g = case.train
+    depth = B.freeze_time_depth(g, settings.depth, settings.device)
+    info: dict[str, Any] = {}
+    if spec.init == "pointmap":
+        tracks = B.pointmap_tracks(g, depth, B.pointmap_stride(g, settings.keyframes, settings.stride))
+    elif spec.init == "random":
+        count = B.pointmap_tracks(g, depth, B.pointmap_stride(g, settings.keyframes, settings.stride)).num_points
+        tracks = B.random_tracks(g, depth, count, settings.seed)
+    elif spec.init in ("dust3r", "splatt3r"):
+        tracks, info = adapters[spec.init].run(g, run_dir, depth[int(g.central_view)], settings.device)
+    else:
+        raise ValueError(f"unknown initialisation {spec.init!r}")
+    path = Path(run_dir) / "init_tracks.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)  # beside, not inside, the pipeline's run folder
+    write_tracks(path, tracks)
+    info["init_points"] = tracks.num_points
+    return path, info
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+def evaluate_run(case: Case, scene, background, settings: BenchSettings, lpips: Any) -> tuple[dict[str, Any], list, dict]:
+    """All metrics of one fitted scene: ``(metrics, per_cell, renders {(e, j): rgb})``."""
+    metrics: dict[str, Any] = {}
+    per_cell: list = []
+    renders: dict = {}
+    if case.has_heldout:
+        h = EV.heldout_metrics(case, scene, background, lpips)
+        per_cell, renders = h.pop("per_cell"), h.pop("_renders")
+        metrics.update(h)
+    metrics.update(EV.train_fit_metrics(case, scene, background))
+    if case.full is not None and case.scene is not None:
+        metrics.update(EV.geometry_metrics(case, scene))
+    metrics.update(EV.alpha_iou(case, scene))
+    no_gt = not case.has_heldout and case.full is None
+    if settings.consistency or no_gt:
+        metrics.update(EV.consistency_metrics(case, scene, background))
+    metrics["gaussians"] = int(scene.splats.num)
+    return metrics, per_cell, renders
+
+
+def run_one(case: Case, method: str, settings: BenchSettings, out: Path, adapters: dict[str, Any], lpips: Any) -> tuple[dict[str, Any], dict]:
+    """Fit and score one (case, method); failures are recorded in the result, not raised."""
+    spec = METHODS[method]
+    method_dir = out / "runs" / case.name / method
+    run_dir = method_dir / "fit"  # the pipeline's run folder (it must start empty)
+    rec: dict[str, Any] = {"case": case.name, "method": method, "tags": case.tags, "group": _group(case), "status": "ok"}
+    renders: dict = {}
+    try:
+        with PeakMemory(settings.device) as mem, Stopwatch() as sw:
+            with Stopwatch() as sw_init:
+                tracks_path, init_info = initial_tracks(case, spec, settings, method_dir / "init", adapters)
+            scene, info = fit(case.train, spec, settings, run_dir, tracks_path)
+        stages = {"init": sw_init.seconds, **info["stages"]} if tracks_path is not None else dict(info["stages"])
+        with Stopwatch() as sw_eval:
+            metrics, per_cell, renders = evaluate_run(case, scene, info["background"], settings, lpips)
+        metrics.update(
+            wall_s=sw.seconds,
+            peak_rss_mb=None if mem.peak_rss is None else mem.peak_rss / 2**20,
+            added_rss_mb=None if mem.delta_rss is None else mem.delta_rss / 2**20,
+            peak_cuda_mb=None if mem.peak_cuda is None else mem.peak_cuda / 2**20,
+            # the deliverables: the .ply sequence and the final scene checkpoint
+            output_mb=(folder_bytes(run_dir / "ply") + folder_bytes(run_dir / "checkpoints", ("deform.safetensors",))) / 2**20,
+            eval_s=sw_eval.seconds,
+        )
+        rec.update(metrics=metrics, per_cell=per_cell, stages_s=stages, init=init_info)
+    except Exception as e:  # a method that fails on a case is a result to report, not a reason to stop the bench
+        # (InputError included: inside a fit it says what the input cannot support, e.g. MVS
+        # depth on widely spaced cameras; bad arguments are rejected before any fit starts)
+        rec.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=6), metrics={})
+    return rec, renders
+
+
+def _group(case: Case) -> str:
+    inc = case.tags.get("inconsistency")
+    if inc is None:
+        return "all"
+    return "clean" if float(inc) == 0 else "inconsistent"
+
+
+def method_status(methods: list[str], adapters: dict[str, Any]) -> dict[str, dict[str, str]]:
+    ok, why = pipeline_available()
+    out = {}
+    for m in methods:
+        if m not in METHODS:
+            raise InputError(f"unknown method {m!r}; expected some of {', '.join(METHODS)}", field="--methods")
+        spec = METHODS[m]
+        if not ok:
+            out[m] = {"status": "not available", "reason": f"not available ({why})", "about": spec.about}
+        elif spec.init in adapters:
+            a_ok, a_why = adapters[spec.init].status()
+            out[m] = {"status": "ok" if a_ok else "not available", "reason": a_why, "about": spec.about}
+        else:
+            out[m] = {"status": "ok", "reason": "", "about": spec.about}
+    return out
+
+
+def run_bench(
+    suite: str,
+    cases: list[Case],
+    methods: list[str],
+    settings: BenchSettings,
+    out: Path,
+    adapters: dict[str, Any] | None = None,
+    quick: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """Run every available method on every case; returns ``(results, renders for the contact sheet)``."""
+    from recon.bench.metrics import LpipsMetric, lpips_status
+    from recon.bench.report import summarise_runs
+    from recon.io.atomic import write_json
+
+    adapters = adapters or {"dust3r": Dust3rAdapter(), "splatt3r": Splatt3rAdapter()}
+    status = method_status(methods, adapters)
+    lp_ok, lp_why = lpips_status()
+    lpips = LpipsMetric() if lp_ok else None
+    runs: list[dict[str, Any]] = []
+    sheet: dict[str, dict[str, np.ndarray]] = {}
+    t0 = time.time()
+    for case in cases:
+        if case.has_heldout:
+            e, j = 0, case.eval_images.shape[1] - 1
+            sheet[case.name] = {"gt": case.eval_images[e, j]}
+        for m in methods:
+            if status[m]["status"] != "ok":
+                runs.append({"case": case.name, "method": m, "tags": case.tags, "group": _group(case),
+                             "status": "not available", "reason": status[m]["reason"], "metrics": {}})
+                continue
+            if progress:
+                progress(f"{case.name} / {m}")
+            rec, renders = run_one(case, m, settings, out, adapters, lpips)
+            runs.append(rec)
+            # an interrupted or crashed bench keeps what it measured so far
+            write_json(out / "results.partial.json", _finite({"suite": suite, "partial": True, "runs": runs}))
+            if rec["status"] == "ok" and case.has_heldout and (e, j) in renders:
+                sheet[case.name][m] = np.clip(np.rint(renders[(e, j)] * 255), 0, 255).astype(np.uint8)
+            if progress:
+                msg = f"  {rec['status']}" + (f": {rec.get('error')}" if rec["status"] != "ok" else
+                                              f"  psnr {rec['metrics'].get('psnr', float('nan')):.2f}  {rec['metrics']['wall_s']:.0f}s")
+                progress(msg)
+    ran = [m for m in methods if status[m]["status"] == "ok"]
+    for m in ran:  # a method that failed on every case is reported as failed
+        if all(r["status"] != "ok" for r in runs if r["method"] == m):
+            err = next((r.get("error") for r in runs if r["method"] == m and r.get("error")), "failed")
+            status[m] = {**status[m], "status": "failed", "reason": f"failed ({err})"}
+    results: dict[str, Any] = {
+        "suite": suite,
+        "quick": quick,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(sys.argv),
+        "total_s": time.time() - t0,
+        "settings": {k: (str(v) if isinstance(v, torch.device) else v) for k, v in asdict(settings).items()},
+        "environment": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "machine": platform.machine(), "lpips": lp_why},
+        "methods": status,
+        "cases": [{"name": c.name, "tags": c.tags, "shape": list(c.train.shape),
+                   "heldout": c.eval_names} for c in cases],
+        "runs": runs,
+        "summary": summarise_runs(runs, methods),
+        "summary_by_group": summarise_runs(runs, methods, group_key="group"),
+        "notes": [f"LPIPS: {lp_why}"] if not lp_ok else [],
+    }
+    return _finite(results), sheet
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf -> None recursively, so results.json is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj

@@ -1,0 +1,136 @@
+"""``recon bench``: run reconstruction methods and ablations on a suite and write a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def bench(
+    out: Path,
+    suite: str = "synthetic",
+    methods: str = "recon,no-prune,no-view-offsets,no-tracking,pointmap-init,dust3r,splatt3r",
+    quick: bool = False,
+    scenes: str | None = None,
+    seeds: str | None = None,
+    inconsistency: str | None = None,
+    size: tuple[int, int] | None = None,
+    frames: int | None = None,
+    panoptic_root: Path | None = None,
+    grids: tuple[Path, ...] = (),
+    holdout: str | None = None,
+    tracks: str = "flow",
+    depth: str = "auto",
+    prune_iterations: int | None = None,
+    deform_iterations: int | None = None,
+    dust3r_repo: Path | None = None,
+    dust3r_ckpt: Path | None = None,
+    splatt3r_repo: Path | None = None,
+    splatt3r_ckpt: Path | None = None,
+    consistency: bool = True,
+    device: str = "auto",
+    seed: int = 0,
+    overwrite: bool = False,
+) -> None:
+    """Benchmark methods on a suite; writes results.json, table.md and plots to OUT.
+
+    Args:
+        out: Output folder (results.json, table.md, metric_bars.png, psnr_per_cell.png,
+            contact_sheet.png, runs/<case>/<method>/).
+        suite: synthetic (procedural scenes with exact ground truth, clean and inconsistent),
+            panoptic (real CMU Panoptic capture, held-out cameras 0 and 10), generated (grid
+            folders from `recon generate`, via --grids; no ground truth), custom (--grids, any input).
+        methods: Comma-separated: recon, no-prune, no-view-offsets, no-tracking, pointmap-init,
+            dust3r, splatt3r. Dust3R / Splatt3R run only with a local clone and checkpoint.
+        quick: CPU-sized run: synthetic = 2 scenes x 1 seed x (clean, inconsistent) at 64 px,
+            7 views (5 train + 2 held out), 4 times, the pipeline's default iterations. Sized for
+            at most 15 minutes on 2 idle cores (5 in-house methods); measured times are in
+            BENCHMARKS.md.
+        scenes: Synthetic scenes, comma-separated (default orbit,bounce,twist,mixed; quick: orbit,bounce).
+        seeds: Synthetic seeds, comma-separated (default 0,1; quick: 0).
+        inconsistency: Injected inconsistency strengths, comma-separated (default 0,0.6).
+        size: Synthetic image size H W (default 128 128; quick: 64 64).
+        frames: Synthetic time steps (default 8; quick: 4).
+        panoptic_root: Panoptic folder (default ../shared/data/panoptic_basketball next to the repo,
+            or $RECON_SHARED_DATA/panoptic_basketball).
+        grids: Grid paths for the generated / custom suites.
+        holdout: Custom suite: comma-separated view indices held out for evaluation.
+        tracks: Tracking source of the tracking-initialised methods: flow (default, even on
+            synthetic grids), gt (exact synthetic tracks), auto.
+        depth: Depth provider for tracking and pointmap-init: auto (GT on synthetic, MVS otherwise), gt, mvs.
+        prune_iterations: Override the pruning stage's iterations (default: the pipeline's, also with --quick:
+            fewer steps cannot lower an opacity from its initial value past the prune threshold).
+        deform_iterations: Override the deformation fit's iterations (default: the pipeline's).
+        dust3r_repo: Local clone of naver/dust3r (never downloaded).
+        dust3r_ckpt: Local Dust3R checkpoint file.
+        splatt3r_repo: Local clone of btsmart/splatt3r.
+        splatt3r_ckpt: Local Splatt3R checkpoint file.
+        consistency: Also score the SfM consistency on suites with ground truth (always on without).
+        device: auto, cpu or cuda[:N].
+        seed: Seed of the fits and random initialisations.
+        overwrite: Allow writing into an existing non-empty OUT.
+    """
+    from rich.console import Console
+
+    from recon.bench.adapters import Dust3rAdapter, Splatt3rAdapter
+    from recon.bench.report import write_report
+    from recon.bench.runner import BenchSettings, run_bench
+    from recon.bench.suites import SUITES, build_cases, suite_options
+    from recon.device import resolve_device
+    from recon.errors import InputError
+
+    console = Console()
+    out = Path(out)
+    if suite not in SUITES:
+        raise InputError(f"unknown suite {suite!r}; expected one of {', '.join(SUITES)}", field="--suite")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError("output folder exists and is not empty (pass --overwrite)", out)
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    if not method_list:
+        raise InputError("no methods given", field="--methods")
+    from recon.bench.runner import METHODS
+
+    unknown = [m for m in method_list if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; expected some of {', '.join(METHODS)}", field="--methods")
+
+    def _list(text: str | None, cast, name: str):
+        if text is None:
+            return None
+        try:
+            return tuple(cast(x.strip()) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise InputError(f"expected a comma-separated list, got {text!r}", field=name) from None
+
+    opts = suite_options(
+        quick,
+        scenes=_list(scenes, str, "--scenes"),
+        seeds=_list(seeds, int, "--seeds"),
+        inconsistency=_list(inconsistency, float, "--inconsistency"),
+        size=size,
+        frames=frames,
+        panoptic_root=panoptic_root,
+        grids=tuple(grids) or None,
+        custom_holdout=_list(holdout, int, "--holdout"),
+    )
+    settings = BenchSettings(
+        device=resolve_device(device),
+        tracks=tracks,
+        depth=depth,
+        prune_iterations=prune_iterations,
+        deform_iterations=deform_iterations,
+        seed=seed,
+        consistency=consistency,
+    )
+    adapters = {"dust3r": Dust3rAdapter(dust3r_repo, dust3r_ckpt), "splatt3r": Splatt3rAdapter(splatt3r_repo, splatt3r_ckpt)}
+    with console.status("building cases"):
+        cases = build_cases(suite, opts)
+    console.print(f"[bold]recon bench[/] {suite}: {len(cases)} case(s) x {len(method_list)} method(s) -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    results, sheet = run_bench(suite, cases, method_list, settings, out, adapters, quick,
+                               progress=lambda msg: console.print(msg, markup=False, highlight=False))
+    for m, st in results["methods"].items():
+        if st["status"] != "ok":
+            console.print(f"{m}: {st['reason']}", markup=False, highlight=False)
+    md = write_report(out, results, sheet)
+    console.print(md, soft_wrap=True, markup=False, highlight=False)
+    console.print(f"wrote {out / 'results.json'}, {out / 'table.md'} and {', '.join(results['plots'])}")

@@ -1,0 +1,141 @@
+"""Runner, evaluation and report plumbing, with the pipeline replaced by an exact GT scene.
+
+The stand-in fit builds the splats from the ground-truth depth of a *static* synthetic scene
+(identity deformation is then the truth), so the geometric metrics have known answers: no
+floaters, zero motion error, Chamfer at the pixel-spacing level. It only exercises the bench;
+it is never reported as a result.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recon.bench import runner as R
+from recon.bench.consistency import sfm_consistency
+from recon.bench.report import markdown_table, write_report
+from recon.bench.suites import case_from_grid
+
+
+@pytest.fixture(scope="module")
+def case():
+    from recon.synth import make_grid
+
+    grid = make_grid("static", views=5, frames=2, size=(40, 40), seed=0, supersample=1)
+    return case_from_grid("static-test", grid, (1,), {"scene": "static", "seed": 0, "inconsistency": 0.0})
+
+
+def gt_scene(grid):
+    """A DeformableScene whose canonical splats are the GT surface of every training view."""
+    from recon.bench.metrics import unproject_depth
+    from recon.model import DeformField, Splats, neighbour_log_scales
+    from recon.model.scene import DeformableScene
+
+    r, c = grid.ref_time, int(grid.central_view)
+    wc = grid.cameras.w2c[c, r]
+    pts, cols = [], []
+    for v in range(grid.num_views):
+        d = grid.extras["depth"][v, r]
+        X = unproject_depth(d, grid.cameras.K[v, r], grid.cameras.w2c[v, r])
+        pts.append(X @ wc[:3, :3].T + wc[:3, 3])
+        cols.append(grid.images[v, r][d > 0] / 255.0)
+    X = np.concatenate(pts)
+    P = len(X)
+    splats = Splats(torch.tensor(X, dtype=torch.float32), torch.tensor(neighbour_log_scales(X, factor=0.7)),
+                    torch.full((P,), 4.0), torch.tensor(np.concatenate(cols), dtype=torch.float32))
+    field = DeformField(torch.zeros(P, grid.num_views, 3), torch.tensor(X.mean(0)), 1.0, (0.0, 1.0), learn_view_offsets=False)
+    poses = torch.tensor(grid.cameras.w2c @ np.linalg.inv(wc), dtype=torch.float32)
+    return DeformableScene(splats, field, poses, torch.tensor(grid.cameras.K, dtype=torch.float32),
+                           torch.tensor(grid.times, dtype=torch.float32), (grid.height, grid.width),
+                           torch.tensor(np.linalg.inv(wc), dtype=torch.float32))
+
+
+def test_run_bench_with_exact_scene(case, tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "pipeline_available", lambda: (True, "ok"))
+    monkeypatch.setattr(R, "fit", lambda grid, spec, settings, run_dir, tracks_path: (gt_scene(grid), {"stages": {"fit": 0.0}, "background": None}))
+    settings = R.BenchSettings(consistency=False)
+    results, sheet = R.run_bench("synthetic", [case], ["recon", "dust3r"], settings, tmp_path)
+    assert results["methods"]["dust3r"]["status"] == "not available"
+    assert "needs --dust3r-repo" in results["methods"]["dust3r"]["reason"]
+    run = next(r for r in results["runs"] if r["method"] == "recon")
+    assert run["status"] == "ok", run.get("error")
+    m = run["metrics"]
+    assert m["floater_ratio"] < 0.01
+    assert m["track_error"] == pytest.approx(0.0, abs=1e-6) and m["track_matched"] > 100
+    assert m["track_error_static"] == pytest.approx(0.0, abs=1e-6)  # the static scene does not move
+    assert m["accuracy"] < 0.05  # on the surface, up to sampling
+    assert m["psnr"] > 15.0 and m["train_psnr"] > 15.0
+    assert m["masked_psnr"] > 10.0 and m["background_psnr"] > 10.0
+    assert 0.5 < m["alpha_iou"] <= 1.0
+    assert m["gaussians"] > 1000 and m["wall_s"] >= 0.0
+    assert len(run["per_cell"]) == 2  # 1 held-out view x 2 times
+    md = write_report(tmp_path, results, sheet)
+    assert "| recon |" in md and "not available (needs --dust3r-repo" in md
+    saved = json.loads((tmp_path / "results.json").read_text())  # strict JSON: NaN became null
+    assert saved["runs"][0]["case"] == "static-test"
+    for f in ("metric_bars.png", "psnr_per_cell.png", "contact_sheet.png", "table.md"):
+        assert (tmp_path / f).is_file()
+
+
+def test_failed_method_is_reported_not_raised(case, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("stage exploded")
+
+    monkeypatch.setattr(R, "pipeline_available", lambda: (True, "ok"))
+    monkeypatch.setattr(R, "fit", boom)
+    results, _ = R.run_bench("synthetic", [case], ["recon"], R.BenchSettings(consistency=False), tmp_path)
+    assert results["runs"][0]["status"] == "failed" and "stage exploded" in results["runs"][0]["error"]
+    assert results["methods"]["recon"]["status"] == "failed"
+
+
+def test_table_mean_std_and_missing_columns():
+    summ = {"a": {k: {"mean": None, "std": None, "n": 0} for k in ("psnr", "ssim")},
+            "b": {k: {"mean": None, "std": None, "n": 0} for k in ("psnr", "ssim")}}
+    summ["a"]["psnr"] = {"mean": 20.0, "std": 1.5, "n": 2}
+    summ["b"]["psnr"] = {"mean": 25.0, "std": 0.0, "n": 1}
+    from recon.bench import report
+
+    full = {m: {k: summ[m].get(k, {"mean": None, "std": None, "n": 0}) for k, *_ in report.METRICS} for m in summ}
+    md = markdown_table(full, ["a", "b", "c"], {"c": {"status": "not available", "reason": "not available (needs x)"}})
+    assert "| a | 20.00 ± 1.50 |" in md and "| b | 25.00 |" in md and "not available (needs x)" in md
+    assert "SSIM" not in md  # a column nobody has is left out
+
+
+def test_sfm_consistency_separates_consistent_from_unrelated_views():
+    from recon.synth import make_grid
+
+    g = make_grid("orbit", views=8, frames=1, size=(128, 128), seed=0, supersample=1)
+    good = sfm_consistency(g.images[:, 0], g.cameras.K[:, 0])
+    assert good["registration_rate"] >= 0.75 and good["reprojection_px"] < 1.0
+    noise = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)  # unrelated views
+    bad = sfm_consistency(noise, g.cameras.K[:4, 0])
+    assert bad["registration_rate"] <= 0.25
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--suite", "nope"], "unknown suite"),
+    (["--suite", "generated"], "needs --grids"),
+    (["--methods", "recon,bogus"], "unknown method"),
+])
+def test_cli_bad_input_is_exit_2(tmp_path, capsys, args, msg):
+    from recon.cli import main
+
+    assert main(["bench", "--out", str(tmp_path / "b"), *args]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_heldout_split_uses_clean_truth_and_protects_the_central_view():
+    from recon.errors import InputError
+    from recon.synth import make_grid
+
+    g = make_grid("orbit", views=5, frames=2, size=(16, 16), seed=0, inconsistency=0.8, supersample=1)
+    c = case_from_grid("x", g, (1,), {})
+    assert c.train.num_views == 4 and c.eval_names == ["arc_01"]
+    assert np.array_equal(c.eval_images[0], g.extras["clean"][1])  # consistent truth, not the perturbed input
+    assert not np.array_equal(c.eval_images[0], g.images[1])
+    assert np.array_equal(c.train.images[1], g.images[2])
+    assert c.train.view_names[c.train.central_view] == "arc_02"
+    with pytest.raises(InputError, match="central"):
+        case_from_grid("x", g, (2,), {})
