@@ -38,6 +38,8 @@ RANGE_MARGIN = (0.7, 10.0)
 """Sweep range = (0.7 x 2nd percentile, 10 x 98th percentile) of the triangulated depths: far,
 low-parallax surfaces (a backdrop) rarely survive the flow check, and planes are uniform in inverse
 depth, so a far limit costs few planes."""
+RIG_RANGE = (0.3, 2.5)
+"""Fallback sweep range as multiples of the rig focus depth (see ``_rig_depth_range``)."""
 
 Cell = tuple[int, int]
 
@@ -59,8 +61,21 @@ def _poses(grid: FrameGrid, w2c: np.ndarray | None) -> np.ndarray:
     return w2c
 
 
-def _neighbours(v: int, V: int, k: int) -> list[int]:
-    return [n for d in range(1, k + 1) for n in (v - d, v + d) if 0 <= n < V]
+def _neighbours(v: int, V: int, k: int, w2c: np.ndarray | None = None, t: int = 0) -> list[int]:
+    """Matching views of ``v``: as many as the index rule ``v-1, v+1, ..., v-k, v+k`` (within
+    ``[0, V)``) gives. Without poses, those; with poses ``w2c [V, T, 4, 4]``, the views whose
+    camera centres at time ``t`` are nearest (ties in index order), so unordered real rigs match
+    neighbouring cameras and evenly spaced rigs in index order keep the index rule."""
+    by_index = [n for d in range(1, V) for n in (v - d, v + d) if 0 <= n < V]
+    near = [n for n in by_index if abs(n - v) <= k]
+    if w2c is None:
+        return near
+    centres = np.linalg.inv(w2c[:, t])[:, :3, 3]
+    dist = np.linalg.norm(centres - centres[v], axis=1)
+    dist = dist / max(float(dist.max()), 1e-12)
+    rank = {n: i for i, n in enumerate(by_index)}
+    order = sorted(by_index, key=lambda n: (round(float(dist[n]), 6), rank[n]))
+    return order[: len(near)]
 
 
 def _gray(img: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -83,17 +98,38 @@ def _depth_range(grid: FrameGrid, v: int, n: int, t: int, w2c: np.ndarray) -> tu
     uv, alive = chain_2d(flows, uv0, [0, 1], H, W)
     ok = alive[:, 1]
     if ok.sum() < 10:
-        raise InputError(f"views {v} and {n} at time {t} share too few correspondences to bound the depth", grid.source, "images")
+        # widely spaced real rigs (e.g. CMU Panoptic): flow finds too few matches; with known
+        # cameras the rig geometry still bounds the depth
+        return _rig_depth_range(v, t, w2c)
     x1 = (np.c_[uv[ok, 0], np.ones(ok.sum())] @ np.linalg.inv(K[v]).T)[:, :2]
     x2 = (np.c_[uv[ok, 1], np.ones(ok.sum())] @ np.linalg.inv(K[n]).T)[:, :2]
     rel = w2c[n, t] @ np.linalg.inv(w2c[v, t])
     X = cv2.triangulatePoints(np.eye(4)[:3], rel[:3], x1.T, x2.T)
     z = X[2] / X[3]
     z = z[np.isfinite(z) & (z > 0)]
+    if len(z) < 10 and w2c.shape[0] >= 3:
+        return _rig_depth_range(v, t, w2c)
     if len(z) < 10:
         raise InputError(f"could not triangulate points between views {v} and {n} at time {t} (cameras wrong or no parallax?)", grid.source, "w2c")
     lo, hi = np.percentile(z, [2, 98])
     return float(lo * RANGE_MARGIN[0]), float(hi * RANGE_MARGIN[1])
+
+
+def _rig_depth_range(v: int, t: int, w2c: np.ndarray) -> tuple[float, float]:
+    """Depth range of view ``v`` at time ``t`` from the rig geometry alone: the least-squares
+    point nearest all cameras' optical axes (where an inward-facing rig looks) at z-depth ``d``
+    in camera ``v`` gives ``(RIG_RANGE[0] * d, RIG_RANGE[1] * d)``. Used when flow
+    correspondences are too few to triangulate (wide baselines)."""
+    c2w = np.linalg.inv(w2c[:, t])  # [V, 4, 4]
+    centres, axes = c2w[:, :3, 3], c2w[:, :3, 2]
+    axes = axes / np.linalg.norm(axes, axis=1, keepdims=True)
+    proj = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # [V, 3, 3]
+    A, b = proj.sum(0), np.einsum("vij,vj->i", proj, centres)
+    focus = np.linalg.lstsq(A, b, rcond=None)[0]
+    d = float((w2c[v, t, :3, :3] @ focus + w2c[v, t, :3, 3])[2])
+    if not np.isfinite(d) or d <= 0:
+        raise InputError(f"views' optical axes do not meet in front of view {v} at time {t}; cannot bound the depth", field="w2c")
+    return RIG_RANGE[0] * d, RIG_RANGE[1] * d
 
 
 def _box(x: torch.Tensor, w: int) -> torch.Tensor:
@@ -198,7 +234,7 @@ def mvs_depth(
 
     def raw_depth(v: int, t: int) -> torch.Tensor:
         if (v, t) not in raw:
-            nb = _neighbours(v, V, neighbours)
+            nb = _neighbours(v, V, neighbours, poses, t)
             rng = _depth_range(grid, v, nb[0], t, poses)
             rel = [poses[n, t] @ np.linalg.inv(poses[v, t]) for n in nb]
             d, _ = sweep(
@@ -217,7 +253,7 @@ def mvs_depth(
     for v, t in cells:
         d = raw_depth(v, t)
         ok = torch.zeros_like(d, dtype=torch.bool)
-        for n in _neighbours(v, V, 1):
+        for n in _neighbours(v, V, 1, poses, t):
             T_rn = poses[n, t] @ np.linalg.inv(poses[v, t])
             ok |= _consistent(d, raw_depth(n, t), K[v, t], K[n, t], T_rn, CONSISTENCY_TOL)
         out.append(torch.where(ok, d, torch.zeros_like(d)))
