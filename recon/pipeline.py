@@ -54,9 +54,9 @@ class TrackConfig:
     """Options of the tracking stage (see :func:`recon.tracking.build_tracks`)."""
 
     tracks: str = "auto"
-    """auto | gt | flow | file."""
+    """auto | gt | flow | rig (depth + given poses, calibrated wide-baseline rigs) | file."""
     depth: str = "auto"
-    """auto | gt | mvs | file (for flow tracks)."""
+    """auto | gt | mvs | file (for flow and rig tracks)."""
     tracks_path: str | None = None
     depth_path: str | None = None
     keyframes: int = 3

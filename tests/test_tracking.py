@@ -300,3 +300,21 @@ def test_bad_grids_are_input_errors(grid):
         build_tracks(grid, tracks="file")
     with pytest.raises(InputError, match="outside the grid"):
         estimate_depth(grid, [(9, 0)], "gt")
+
+
+def test_rig_tracks_with_exact_depth_match_gt_tracks(grid):
+    """Rig tracks (depth + given poses, no flow) with the exact depth are the GT freeze-time tracks;
+    with noisy depth they move by about the noise, and without poses they are refused."""
+    from recon.tracking.gt import rig_tracks
+
+    r = grid.ref_time
+    gt = build_tracks(grid, tracks="gt", with_time=False)
+    rig = rig_tracks(grid, grid.extras["depth"][:, r])
+    assert torch.equal(rig.visible, gt.visible)
+    assert torch.allclose(rig.points, gt.points, atol=1e-5)
+    noisy = grid.extras["depth"][:, r] * (1.0 + 0.01 * np.random.default_rng(0).standard_normal(grid.extras["depth"][:, r].shape))
+    moved = rig_tracks(grid, noisy.astype(np.float32))
+    assert moved.num_points > 0.5 * gt.num_points
+    no_pose = FrameGrid(images=grid.images, cameras=Cameras(K=grid.cameras.K), times=grid.times)
+    with pytest.raises(InputError, match="poses"):
+        rig_tracks(no_pose, grid.extras["depth"][:, r])

@@ -11,7 +11,7 @@ from recon.errors import InputError
 from recon.grid import FrameGrid
 from recon.tracking.types import Tracks
 
-TRACK_SOURCES = ("auto", "gt", "flow", "file")
+TRACK_SOURCES = ("auto", "gt", "flow", "rig", "file")
 
 
 def resolve_track_source(grid: FrameGrid, tracks: str) -> str:
@@ -59,7 +59,8 @@ def build_tracks(
         depth: depth provider for ``flow`` tracks: ``auto`` (``gt`` when ``extras["depth"]``
             exists, else ``mvs``) | ``gt`` | ``mvs`` | ``file`` (see :mod:`recon.tracking.depth`).
         tracks: ``auto`` (``gt`` when synthetic surfaces exist, else ``flow``) | ``gt`` (exact,
-            synthetic grids) | ``flow`` (DIS optical flow lifted by depth) | ``file`` (``tracks_path``,
+            synthetic grids) | ``flow`` (DIS optical flow lifted by depth) | ``rig`` (depth lifted
+            and moved with the given camera poses, for calibrated wide-baseline rigs) | ``file`` (``tracks_path``,
             see :mod:`recon.tracking.trackio`).
         tracks_path: tracks file for ``tracks="file"``.
         depth_path: depth file/folder for ``depth="file"``.
@@ -97,6 +98,10 @@ def build_tracks(
 
         w2c = estimate_cameras(grid).w2c
     d = estimate_depth(grid, [(v, r) for v in range(V)], provider=depth, device=device, path=depth_path, w2c=w2c)
+    if source == "rig":
+        from recon.tracking.gt import rig_tracks
+
+        return rig_tracks(grid, d.cpu().numpy(), keyframes=keyframes, stride=stride)
     time_depth = None
     if with_time and grid.num_times > 1:
         c = int(grid.central_view)

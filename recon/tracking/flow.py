@@ -210,7 +210,8 @@ def _check_rigid_steps(points: np.ndarray, visible: np.ndarray, seed: np.ndarray
         if T is None:
             raise InputError(
                 f"too few tracks ({int(both.sum())}) shared by views {a} and {b} to relate them; "
-                "are neighbouring views too far apart or the frames too different?",
+                "are neighbouring views too far apart or the frames too different? For a calibrated "
+                "capture with wide baselines, use rig tracks (config {\"tracking\": {\"tracks\": \"rig\"}})",
                 field="tracks",
             )
         steps[(a, b)], steps[(b, a)] = T, np.linalg.inv(T)

@@ -38,10 +38,34 @@ def gt_tracks(grid: FrameGrid, keyframes: int = 3, stride: int = 2, with_time: b
         raise InputError("ground-truth tracks need synthetic depth (extras['depth']); use --tracks flow", grid.source, "extras.depth")
     if grid.cameras.w2c is None:
         raise InputError("ground-truth tracks need camera poses (cameras.w2c)", grid.source, "w2c")
+    r = grid.ref_time
+    depth = np.asarray(grid.extras["depth"], np.float64)[:, r]  # [V, H, W]
+    pts_l, vis_l, col_l, seed_l, flat_l = lift_with_poses(grid, depth, keyframes, stride)
+    points = np.concatenate(pts_l)
+    seed = np.concatenate(seed_l)
+    tp = tv = None
+    if with_time:
+        tp, tv = _gt_time_tracks(grid, seed, np.concatenate(flat_l))
+    return Tracks(
+        points=torch.from_numpy(points).float(),
+        visible=torch.from_numpy(np.concatenate(vis_l)),
+        colors=torch.from_numpy(np.concatenate(col_l)).float(),
+        seed_view=torch.from_numpy(seed).long(),
+        time_points=tp,
+        time_visible=tv,
+    )
+
+
+def lift_with_poses(grid: FrameGrid, depth: np.ndarray, keyframes: int, stride: int) -> tuple[list, list, list, list, list]:
+    """Seed pixels of the keyframes, lifted by ``depth [V, H, W]`` (z-depth of the freeze-time
+    frames, 0 = unknown) and mapped through the grid's camera poses into every freeze-time frame.
+
+    Returns per-keyframe lists of points ``[n, V, 3]``, visibility ``[n, V]`` (depth test against
+    each frame's ``depth``), colours ``[n, 3]``, seed views ``[n]`` and flat seed pixel indices ``[n]``.
+    Raises InputError when no keyframe pixel has depth."""
     V, T, H, W = grid.shape
     r, c = grid.ref_time, int(grid.central_view)
-    depth = np.asarray(grid.extras["depth"], np.float64)[:, r]  # [V, H, W]
-    depth[~np.isfinite(depth)] = 0.0
+    depth = np.where(np.isfinite(depth), depth, 0.0)
     K = grid.cameras.K[:, r]
     w2c = grid.cameras.w2c[:, r]
     pts_l, vis_l, col_l, seed_l, flat_l = [], [], [], [], []
@@ -61,19 +85,23 @@ def gt_tracks(grid: FrameGrid, keyframes: int = 3, stride: int = 2, with_time: b
         seed_l.append(np.full(len(uv), k))
         flat_l.append(flat)
     if not pts_l:
-        raise InputError("no pixel with ground-truth depth in the keyframes; nothing to track", grid.source, "extras.depth")
-    points = np.concatenate(pts_l)
-    seed = np.concatenate(seed_l)
-    tp = tv = None
-    if with_time:
-        tp, tv = _gt_time_tracks(grid, seed, np.concatenate(flat_l))
+        raise InputError("no keyframe pixel has depth; nothing to track", grid.source, "depth")
+    return pts_l, vis_l, col_l, seed_l, flat_l
+
+
+def rig_tracks(grid: FrameGrid, depth: np.ndarray, keyframes: int = 3, stride: int = 2) -> Tracks:
+    """Tracks of a calibrated rig: keyframe pixels lifted by estimated depth ``[V, H, W]`` (e.g. MVS)
+    and moved between freeze-time frames with the GIVEN camera poses (no flow), for captures whose
+    cameras are too far apart for optical flow (e.g. CMU Panoptic). Such tracks carry no view
+    offsets beyond depth noise: right for a real, consistent rig; use ``flow`` for generated grids."""
+    if grid.cameras.w2c is None:
+        raise InputError("rig tracks need camera poses (cameras.w2c)", grid.source, "w2c")
+    pts_l, vis_l, col_l, seed_l, _ = lift_with_poses(grid, np.asarray(depth, np.float64), keyframes, stride)
     return Tracks(
-        points=torch.from_numpy(points).float(),
+        points=torch.from_numpy(np.concatenate(pts_l)).float(),
         visible=torch.from_numpy(np.concatenate(vis_l)),
         colors=torch.from_numpy(np.concatenate(col_l)).float(),
-        seed_view=torch.from_numpy(seed).long(),
-        time_points=tp,
-        time_visible=tv,
+        seed_view=torch.from_numpy(np.concatenate(seed_l)).long(),
     )
 
 
