@@ -11,36 +11,31 @@ from recon.errors import InputError
 from recon.io.atomic import atomic_path
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``uint8 [H, W, 3]`` RGB (alpha dropped, grey expanded)."""
+def read_pixels(path: str | os.PathLike, mode: str = "RGB", what: str = "image") -> np.ndarray:
+    """Decode an image file into PIL ``mode`` (``RGB`` -> ``uint8 [H, W, 3]``, ``RGBA`` -> ``[H, W, 4]``,
+    ``L`` -> ``[H, W]``); a missing, corrupt or truncated file is an InputError naming it."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise InputError("image file does not exist", path)
+        raise InputError(f"{what} file does not exist", path)
     try:
         with Image.open(path) as im:
             im.load()
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(im.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"cannot decode image (corrupt or truncated?): {e}", path) from None
+        raise InputError(f"cannot decode {what} (corrupt or truncated?): {e}", path) from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``uint8 [H, W, 3]`` RGB (alpha dropped, grey expanded)."""
+    return read_pixels(path, "RGB")
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a mask image as ``bool [H, W]`` (any channel > 127 counts as foreground)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("mask file does not exist", path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"cannot decode mask image (corrupt or truncated?): {e}", path) from None
-    return arr > 127
+    return read_pixels(path, "L", "mask image") > 127
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:

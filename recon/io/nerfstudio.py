@@ -79,16 +79,9 @@ def _number(d: dict, key: str, src: Path, where: str, positive: bool = False) ->
 def _read_on_white(path: Path) -> np.ndarray:
     """``uint8 [H, W, 4]``: RGB composited on white by its alpha, and the alpha (255 where the file
     has none). Compositing before any resize keeps edges free of the hidden colour; errors name the file."""
-    from PIL import Image, UnidentifiedImageError
+    from recon.io.images import read_pixels
 
-    if not path.is_file():
-        raise InputError("image file does not exist", path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            a = np.asarray(im.convert("RGBA"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"cannot decode image (corrupt or truncated?): {e}", path) from None
+    a = read_pixels(path, "RGBA")
     out = np.array(a, dtype=np.uint8)
     if (a[..., 3] < 255).any():
         alpha = a[..., 3:].astype(np.float32) / 255.0
