@@ -55,6 +55,23 @@ class Motion:
         return apply_affine(np.linalg.inv(self.matrix(t)), p)
 
 
+class SignedDeformation(Motion):
+    """Non-rigid motion whose inverse is the same displacement with the opposite sign, because the
+    displacement depends only on coordinates it leaves unchanged. Subclasses define
+    ``_apply(p [N, 3], t, sign) -> [N, 3]``."""
+
+    affine = False
+
+    def _apply(self, p: np.ndarray, t: float, sign: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, p: np.ndarray, t: float) -> np.ndarray:
+        return self._apply(p, t, 1.0)
+
+    def inverse(self, p: np.ndarray, t: float) -> np.ndarray:
+        return self._apply(p, t, -1.0)
+
+
 def apply_affine(M: np.ndarray, p: np.ndarray) -> np.ndarray:
     """``M [4, 4]`` applied to points ``p [N, 3]`` (column-wise: much faster than ``p @ A.T`` for N x 3)."""
     return p[:, 0:1] * M[:3, 0] + p[:, 1:2] * M[:3, 1] + p[:, 2:3] * M[:3, 2] + M[:3, 3]
@@ -148,7 +165,7 @@ class Scale(Motion):
 
 @spec_type
 @dataclass(frozen=True)
-class Twist(Motion):
+class Twist(SignedDeformation):
     """Twist about coordinate axis ``axis`` (0/1/2): rotate by ``rate(t) h`` where ``h`` is that
     coordinate; ``rate(t) = amount sin(2 pi cycles t + phase)`` radians per scene unit."""
 
@@ -156,7 +173,6 @@ class Twist(Motion):
     amount: float = 1.5
     cycles: float = 0.5
     phase: float = 0.0
-    affine = False
 
     def _apply(self, p: np.ndarray, t: float, sign: float) -> np.ndarray:
         a = self.axis
@@ -168,16 +184,10 @@ class Twist(Motion):
         out[:, j] = s * p[:, i] + c * p[:, j]
         return out
 
-    def forward(self, p: np.ndarray, t: float) -> np.ndarray:
-        return self._apply(p, t, 1.0)
-
-    def inverse(self, p: np.ndarray, t: float) -> np.ndarray:
-        return self._apply(p, t, -1.0)
-
 
 @spec_type
 @dataclass(frozen=True)
-class Bend(Motion):
+class Bend(SignedDeformation):
     """Bend: displace coordinate ``direction`` by ``k(t) h^2`` where ``h`` is coordinate ``axis``
     (``direction != axis``); ``k(t) = amount sin(2 pi cycles t + phase)`` per scene unit."""
 
@@ -186,7 +196,6 @@ class Bend(Motion):
     amount: float = 0.5
     cycles: float = 0.5
     phase: float = 0.0
-    affine = False
 
     def __post_init__(self) -> None:
         if self.axis == self.direction:
@@ -197,16 +206,10 @@ class Bend(Motion):
         out[:, self.direction] += sign * self.amount * _osc(self.cycles, self.phase, t) * p[:, self.axis] ** 2
         return out
 
-    def forward(self, p: np.ndarray, t: float) -> np.ndarray:
-        return self._apply(p, t, 1.0)
-
-    def inverse(self, p: np.ndarray, t: float) -> np.ndarray:
-        return self._apply(p, t, -1.0)
-
 
 @spec_type
 @dataclass(frozen=True)
-class Wave(Motion):
+class Wave(SignedDeformation):
     """Travelling wave: displace coordinate ``direction`` by
     ``amplitude sin(2 pi (h / wavelength - cycles t) + phase)``, ``h`` = coordinate ``axis``."""
 
@@ -216,7 +219,6 @@ class Wave(Motion):
     wavelength: float = 1.0
     cycles: float = 1.0
     phase: float = 0.0
-    affine = False
 
     def __post_init__(self) -> None:
         if self.axis == self.direction:
@@ -227,12 +229,6 @@ class Wave(Motion):
         arg = 2 * np.pi * (p[:, self.axis] / self.wavelength - self.cycles * t) + self.phase
         out[:, self.direction] += sign * self.amplitude * np.sin(arg)
         return out
-
-    def forward(self, p: np.ndarray, t: float) -> np.ndarray:
-        return self._apply(p, t, 1.0)
-
-    def inverse(self, p: np.ndarray, t: float) -> np.ndarray:
-        return self._apply(p, t, -1.0)
 
 
 def _segments(motions: list, t: float) -> list:
