@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 #include "common.h"
+#include "raster_cpu_core.h"
 #include "rasterize.h"
 
 namespace {
@@ -87,4 +88,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("project_backward", &project_backward, "gradients of project_forward (CPU)");
   m.def("has_cuda", &has_cuda, "whether the CUDA kernels were compiled in");
   m.def("tile_size", []() { return recon::kTileSize; }, "screen tile size in pixels");
+  m.def("cpu_lanes", &recon::cpu::cpu_lanes, pybind11::arg("request") = 0,
+        "SIMD width of the CPU compositing kernels: 8 or 16 (AVX-512) to switch, 0 to ask; returns the width in use");
 }

@@ -138,43 +138,50 @@ std::vector<at::Tensor> project_forward_cpu(const at::Tensor& means, const at::T
   const float big = 4.0f * std::max(W, H) + 8.0f;
   const int threads = at::get_num_threads();
   const std::vector<SplatConst> sc = splat_constants(pls, pl, N, threads);
+  std::vector<Camera> cams;
+  for (int c = 0; c < C; ++c) cams.push_back(camera_of(pv + c * 16, pk + c * 9, W, H));
+  const int64_t total = static_cast<int64_t>(C) * N;
+  std::vector<uint32_t> all_keys(static_cast<size_t>(total));
+  // Parallel over every (camera, splat) pair, so one camera uses all threads too; then one sort
+  // per camera.
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < total; ++i) {
+    const int c = static_cast<int>(i / N), n = static_cast<int>(i % N);
+    const Camera& cam = cams[c];
+    const Proj p = project_one(cam, pm + (per_camera ? i : n) * 3, sc[n].s2);
+    const float u = cam.fx * p.x / p.zs + cam.cx, v = cam.fy * p.y / p.zs + cam.cy;
+    const float o = sc[n].o;
+    o_m2[i * 2] = u;
+    o_m2[i * 2 + 1] = v;
+    o_con[i * 3] = p.cyy / p.det;
+    o_con[i * 3 + 1] = -p.cxy / p.det;
+    o_con[i * 3 + 2] = p.cxx / p.det;
+    o_op[i] = o;
+    o_z[i] = p.z;
+    // Footprint box: pixels whose centres lie in the AABB of q <= min(9, 2 ln(255 o)).
+    const float q_max = sc[n].q_max;
+    const float ext_x = std::sqrt(q_max * p.cxx), ext_y = std::sqrt(q_max * p.cyy);
+    auto clampf = [](float a, float lo, float hi) { return std::min(std::max(a, lo), hi); };
+    const float x0 = clampf(std::ceil(clampf(u - ext_x - 0.5f, -big, big)), 0.0f, static_cast<float>(W));
+    const float x1 = clampf(std::floor(clampf(u + ext_x - 0.5f, -big, big)) + 1.0f, 0.0f, static_cast<float>(W));
+    const float y0 = clampf(std::ceil(clampf(v - ext_y - 0.5f, -big, big)), 0.0f, static_cast<float>(H));
+    const float y1 = clampf(std::floor(clampf(v + ext_y - 0.5f, -big, big)) + 1.0f, 0.0f, static_cast<float>(H));
+    const bool visible = p.in_front && o >= recon::kAlphaMin && x0 < x1 && y0 < y1;
+    int32_t* b = o_bb + i * 4;
+    b[0] = visible ? static_cast<int32_t>(x0) : 0;
+    b[1] = visible ? static_cast<int32_t>(y0) : 0;
+    b[2] = visible ? static_cast<int32_t>(x1) : 0;
+    b[3] = visible ? static_cast<int32_t>(y1) : 0;
+    o_r[i] = visible ? static_cast<int32_t>(std::ceil(std::max(ext_x, ext_y))) : 0;
+    all_keys[i] = order_key(p.z, visible);
+  }
 #pragma omp parallel num_threads(threads)
   {
     std::vector<uint32_t> keys, keys_tmp;
     std::vector<int32_t> idx, idx_tmp;
 #pragma omp for schedule(static)
     for (int c = 0; c < C; ++c) {
-      const Camera cam = camera_of(pv + c * 16, pk + c * 9, W, H);
-      keys.resize(N);
-      for (int n = 0; n < N; ++n) {
-        const int64_t i = static_cast<int64_t>(c) * N + n;
-        const Proj p = project_one(cam, pm + (per_camera ? i : n) * 3, sc[n].s2);
-        const float u = cam.fx * p.x / p.zs + cam.cx, v = cam.fy * p.y / p.zs + cam.cy;
-        const float o = sc[n].o;
-        o_m2[i * 2] = u;
-        o_m2[i * 2 + 1] = v;
-        o_con[i * 3] = p.cyy / p.det;
-        o_con[i * 3 + 1] = -p.cxy / p.det;
-        o_con[i * 3 + 2] = p.cxx / p.det;
-        o_op[i] = o;
-        o_z[i] = p.z;
-        // Footprint box: pixels whose centres lie in the AABB of q <= min(9, 2 ln(255 o)).
-        const float q_max = sc[n].q_max;
-        const float ext_x = std::sqrt(q_max * p.cxx), ext_y = std::sqrt(q_max * p.cyy);
-        auto clampf = [](float a, float lo, float hi) { return std::min(std::max(a, lo), hi); };
-        const float x0 = clampf(std::ceil(clampf(u - ext_x - 0.5f, -big, big)), 0.0f, static_cast<float>(W));
-        const float x1 = clampf(std::floor(clampf(u + ext_x - 0.5f, -big, big)) + 1.0f, 0.0f, static_cast<float>(W));
-        const float y0 = clampf(std::ceil(clampf(v - ext_y - 0.5f, -big, big)), 0.0f, static_cast<float>(H));
-        const float y1 = clampf(std::floor(clampf(v + ext_y - 0.5f, -big, big)) + 1.0f, 0.0f, static_cast<float>(H));
-        const bool visible = p.in_front && o >= recon::kAlphaMin && x0 < x1 && y0 < y1;
-        int32_t* b = o_bb + i * 4;
-        b[0] = visible ? static_cast<int32_t>(x0) : 0;
-        b[1] = visible ? static_cast<int32_t>(y0) : 0;
-        b[2] = visible ? static_cast<int32_t>(x1) : 0;
-        b[3] = visible ? static_cast<int32_t>(y1) : 0;
-        o_r[i] = visible ? static_cast<int32_t>(std::ceil(std::max(ext_x, ext_y))) : 0;
-        keys[n] = order_key(p.z, visible);
-      }
+      keys.assign(all_keys.begin() + static_cast<int64_t>(c) * N, all_keys.begin() + static_cast<int64_t>(c + 1) * N);
       radix_order(keys, keys_tmp, idx, idx_tmp, o_ord + static_cast<int64_t>(c) * N);
     }
   }

@@ -68,5 +68,18 @@ void composite_forward(const Frame& f, const Inputs& in, const std::vector<int64
 void composite_backward(const Frame& f, const Inputs& in, const Upstream& up, const int64_t* offsets,
                         const int32_t* ids, float* slots, const Gradients& grads, int threads);
 
+// SIMD width of the compositing kernels: request 8 or 16 (16 only where the CPU has AVX-512) to switch,
+// 0 to ask; returns the width in use. Switch only between renders (a forward and its backward must use
+// the same width: their hit tests agree bit for bit only then).
+int cpu_lanes(int request);
+
+// The AVX-512 (16-lane) tile kernels of raster_cpu_v4.cpp: call only when have_v4_kernels() and the CPU
+// supports x86-64-v4.
+bool have_v4_kernels();
+void forward_tile_v4(const Frame& f, const Inputs& in, int c, int tile, const int64_t* offsets, const int32_t* ids,
+                     const Outputs& out, std::vector<float>& acc);
+void backward_tile_v4(const Frame& f, const Inputs& in, const Upstream& up, int c, int tile, const int64_t* offsets,
+                      const int32_t* ids, float* slots, std::vector<float>& scratch);
+
 }  // namespace cpu
 }  // namespace recon

@@ -1,5 +1,6 @@
-// Four-lane (RECON_SIMD_LANES) float/int vectors for the CPU kernels (GCC/Clang vector extensions: SSE on x86,
-// NEON on ARM, plain scalar code elsewhere), and a branch-free exp for them.
+// Float / int SIMD vectors of L lanes for the CPU kernels (GCC/Clang vector extensions): with L = 8,
+// one AVX register on x86-64-v3 and two SSE / NEON registers elsewhere; with L = 16, one AVX-512
+// register on x86-64-v4. Plain scalar code where no vector unit exists. Plus a branch-free exp.
 #pragma once
 
 #include <cstdint>
@@ -8,77 +9,105 @@
 namespace recon {
 namespace simd {
 
-#ifndef RECON_SIMD_LANES
-#define RECON_SIMD_LANES 4
+// Always inlined, so each function takes the instruction set of the kernel it is called from.
+#if defined(__GNUC__)
+#define RECON_SIMD_FN static inline __attribute__((always_inline))
+#else
+#define RECON_SIMD_FN static inline
 #endif
-constexpr int kLanes = RECON_SIMD_LANES;
-typedef float vf __attribute__((vector_size(4 * RECON_SIMD_LANES)));
-typedef int32_t vi __attribute__((vector_size(4 * RECON_SIMD_LANES)));  // lane masks: -1 true, 0 false
 
-inline vf splat(float x) { return vf{} + x; }
-inline vi splat_i(int32_t x) { return vi{} + x; }
-inline vi lane_index() {
-  vi v{};
-  for (int i = 0; i < kLanes; ++i) v[i] = i;
-  return v;
-}
-inline vf vmin(vf a, vf b) { return a < b ? a : b; }
-inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }
-inline vi select_i(vi mask, vi a, vi b) { return mask ? a : b; }
-inline bool any(vi mask) {
-  int32_t r = 0;
-  for (int i = 0; i < kLanes; ++i) r |= mask[i];
-  return r != 0;
-}
-inline int count(vi mask) {
-  int32_t r = 0;
-  for (int i = 0; i < kLanes; ++i) r -= mask[i];
-  return r;
-}
-inline int32_t lane_sum(vi x) {
-  int32_t r = 0;
-  for (int i = 0; i < kLanes; ++i) r += x[i];
-  return r;
-}
-inline float sum(vf x) {
-  float r = 0.0f;
-  for (int i = 0; i < kLanes; ++i) r += x[i];
-  return r;
-}
+// The vector types of each supported lane count (spelled out: GCC applies a vector_size that
+// depends on a template parameter too late for uses inside the template).
+template <int L>
+struct Vectors;
+template <>
+struct Vectors<8> {
+  typedef float vf __attribute__((vector_size(32)));
+  typedef int32_t vi __attribute__((vector_size(32)));
+  typedef float vf_half __attribute__((vector_size(16)));
+};
+template <>
+struct Vectors<16> {
+  typedef float vf __attribute__((vector_size(64)));
+  typedef int32_t vi __attribute__((vector_size(64)));
+  typedef float vf_half __attribute__((vector_size(32)));
+};
 
-// exp(x) for x <= 0: 2^n * p(r), n = round(x / ln 2), |r| <= ln(2)/2, Taylor to r^7
-// (relative error < 1e-7); inputs below -87 are clamped so 2^n stays a normal float.
-inline vf exp_nonpositive(vf x) {
-  x = vmax(x, splat(-87.0f));
-  const vf t = x * 1.44269504088896341f;
-  const vf n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
-  const vf r = (t - n) * 0.693147180559945309f;
-  vf p = splat(1.0f / 5040.0f);
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-  return p * (vf)bits;  // same-size vector cast: reinterpret the bits
-}
+template <int L>
+struct Simd {
+  static constexpr int kLanes = L;
+  using vf = typename Vectors<L>::vf;
+  using vi = typename Vectors<L>::vi;  // lane masks: -1 true, 0 false
+  using vf_half = typename Vectors<L>::vf_half;
 
-// Unaligned-safe, aliasing-safe loads and stores (compile to single vector moves).
-inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline vi load_i(const int32_t* p) {
-  vi v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
-inline void store_i(int32_t* p, vi v) { std::memcpy(p, &v, sizeof(v)); }
+  RECON_SIMD_FN vf splat(float x) { return vf{} + x; }
+  RECON_SIMD_FN vi splat_i(int32_t x) { return vi{} + x; }
+  RECON_SIMD_FN vf vmin(vf a, vf b) { return a < b ? a : b; }
+  RECON_SIMD_FN vf vmax(vf a, vf b) { return a > b ? a : b; }
+  RECON_SIMD_FN vf select(vi mask, vf a, vf b) { return mask ? a : b; }
+  RECON_SIMD_FN vi select_i(vi mask, vi a, vi b) { return mask ? a : b; }
+
+  // OR of 64-bit words (one or two instructions per word) instead of a lane-by-lane loop.
+  RECON_SIMD_FN bool any(vi mask) {
+    static_assert(sizeof(vi) % sizeof(uint64_t) == 0, "mask must be whole 64-bit words");
+    uint64_t w[sizeof(vi) / sizeof(uint64_t)];
+    std::memcpy(w, &mask, sizeof(vi));
+    uint64_t r = 0;
+    for (size_t i = 0; i < sizeof(vi) / sizeof(uint64_t); ++i) r |= w[i];
+    return r != 0;
+  }
+  RECON_SIMD_FN int32_t lane_sum(vi x) {
+    int32_t r = 0;
+    for (int i = 0; i < L; ++i) r += x[i];
+    return r;
+  }
+  // Horizontal sum by halving: the upper half is added onto the lower half until one lane is left.
+  RECON_SIMD_FN float sum(vf x) {
+    static_assert(L % 2 == 0, "halving needs an even lane count");
+    vf_half lo, hi;
+    std::memcpy(&lo, &x, sizeof(lo));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&x) + sizeof(lo), sizeof(hi));
+    float h[L / 2];
+    const vf_half s = lo + hi;
+    std::memcpy(h, &s, sizeof(h));
+    for (int w = L / 4; w >= 1; w /= 2)
+      for (int i = 0; i < w; ++i) h[i] += h[i + w];
+    return h[0];
+  }
+
+  // exp(x) for x <= 0: 2^n * p(r), n = round(x / ln 2), |r| <= ln(2)/2, Taylor to r^7
+  // (relative error < 1e-7); inputs below -87 are clamped so 2^n stays a normal float.
+  RECON_SIMD_FN vf exp_nonpositive(vf x) {
+    x = vmax(x, splat(-87.0f));
+    const vf t = x * 1.44269504088896341f;
+    const vf n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
+    const vf r = (t - n) * 0.693147180559945309f;
+    vf p = splat(1.0f / 5040.0f);
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)bits;  // same-size vector cast: reinterpret the bits
+  }
+
+  // Unaligned-safe, aliasing-safe loads and stores (compile to single vector moves).
+  RECON_SIMD_FN vf load(const float* p) {
+    vf v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  RECON_SIMD_FN vi load_i(const int32_t* p) {
+    vi v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  RECON_SIMD_FN void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+  RECON_SIMD_FN void store_i(int32_t* p, vi v) { std::memcpy(p, &v, sizeof(v)); }
+};
 
 }  // namespace simd
 }  // namespace recon

@@ -96,6 +96,37 @@ def test_cpu_matches_twin(seed: int, N: int, C: int, W: int, H: int, identity: b
         assert_close_banded(name, got[name], want[name])
 
 
+@pytest.fixture
+def lanes_8():
+    """Run with the 8-lane kernels (the AVX2 / baseline build), restoring the width in use after."""
+    from recon import _C
+
+    before = _C.cpu_lanes(0)
+    assert _C.cpu_lanes(8) == 8
+    yield
+    _C.cpu_lanes(before)
+
+
+@pytest.mark.parametrize("seed, N, C, W, H, identity, D, per_camera", CASES[1:4])
+def test_cpu_8_lane_kernels_match_twin(lanes_8, seed: int, N: int, C: int, W: int, H: int, identity: bool, D: int,
+                                       per_camera: bool) -> None:
+    """The 8-lane build is what CPUs without AVX-512 run; on AVX-512 machines the suite above runs the
+    16-lane one, so check this one explicitly."""
+    leaves, viewmats, Ks = make_scene(seed, N, C, W, H, identity, D, per_camera)
+    want = render_with_grads("torch", leaves, viewmats, Ks, W, H, seed)
+    got = render_with_grads("cpu", leaves, viewmats, Ks, W, H, seed)
+    for name in want:
+        assert_close_banded(name, got[name], want[name])
+
+
+def test_cpu_lanes_switch_is_validated() -> None:
+    from recon import _C
+
+    now = _C.cpu_lanes(0)
+    assert now in (8, 16)
+    assert _C.cpu_lanes(12) == now  # an unsupported width changes nothing
+
+
 @pytest.mark.parametrize("per_camera", [False, True])
 def test_cpu_projection_matches_reference(per_camera: bool) -> None:
     """recon._C.project_* (the cpu backend's fused projection) against projection.py."""
