@@ -26,33 +26,57 @@
 namespace recon {
 namespace cpu {
 
+// Binning jobs: (camera, band of tile rows). Each job walks all of its camera's splats and handles the
+// tiles of its band only, so a single camera still uses every thread (a splat spans few bands, so the
+// repeated walk is cheap next to the compositing).
+namespace {
+struct BinJobs {
+  int bands, rows_per_band;
+};
+BinJobs bin_jobs(const Frame& f, int threads) {
+  const int bands = f.C >= threads ? 1 : std::min(f.tiles_y, 2 * ((threads + f.C - 1) / f.C));
+  return BinJobs{bands, (f.tiles_y + bands - 1) / bands};
+}
+}  // namespace
+
 void bin_tiles(const Frame& f, const int32_t* bbox, const int32_t* order, std::vector<int64_t>& offsets,
                std::vector<int32_t>& ids, int threads) {
   offsets.assign(static_cast<size_t>(f.C) * f.n_tiles + 1, 0);
   int64_t* counts = offsets.data() + 1;
+  const BinJobs jobs = bin_jobs(f, threads);
+  const int n_jobs = f.C * jobs.bands;
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int c = 0; c < f.C; ++c) {
+  for (int job = 0; job < n_jobs; ++job) {
+    const int c = job / jobs.bands, row0 = (job % jobs.bands) * jobs.rows_per_band;
+    const int row1 = std::min(f.tiles_y, row0 + jobs.rows_per_band);
+    int64_t* cam_counts = counts + static_cast<int64_t>(c) * f.n_tiles;
     for (int n = 0; n < f.N; ++n) {
       const int32_t* b = bbox + (static_cast<int64_t>(c) * f.N + n) * 4;
       if (b[2] <= b[0] || b[3] <= b[1]) continue;
-      const int tx1 = (b[2] + kTileSize - 1) / kTileSize, ty1 = (b[3] + kTileSize - 1) / kTileSize;
-      for (int ty = b[1] / kTileSize; ty < ty1; ++ty)
-        for (int tx = b[0] / kTileSize; tx < tx1; ++tx) counts[static_cast<int64_t>(c) * f.n_tiles + ty * f.tiles_x + tx]++;
+      const int ty0 = std::max(b[1] / kTileSize, row0), ty1 = std::min((b[3] + kTileSize - 1) / kTileSize, row1);
+      const int tx1 = (b[2] + kTileSize - 1) / kTileSize;
+      for (int ty = ty0; ty < ty1; ++ty)
+        for (int tx = b[0] / kTileSize; tx < tx1; ++tx) cam_counts[ty * f.tiles_x + tx]++;
     }
   }
   for (size_t i = 1; i < offsets.size(); ++i) offsets[i] += offsets[i - 1];
   ids.resize(static_cast<size_t>(offsets.back()));
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int c = 0; c < f.C; ++c) {
-    std::vector<int64_t> cursor(offsets.begin() + static_cast<int64_t>(c) * f.n_tiles,
-                                offsets.begin() + static_cast<int64_t>(c + 1) * f.n_tiles);
+  for (int job = 0; job < n_jobs; ++job) {
+    const int c = job / jobs.bands, row0 = (job % jobs.bands) * jobs.rows_per_band;
+    const int row1 = std::min(f.tiles_y, row0 + jobs.rows_per_band);
+    if (row0 >= row1) continue;
+    // cursors of this band's tiles (rows [row0, row1) of camera c)
+    std::vector<int64_t> cursor(offsets.begin() + static_cast<int64_t>(c) * f.n_tiles + row0 * f.tiles_x,
+                                offsets.begin() + static_cast<int64_t>(c) * f.n_tiles + row1 * f.tiles_x);
     for (int k = 0; k < f.N; ++k) {
       const int n = order[static_cast<int64_t>(c) * f.N + k];
       const int32_t* b = bbox + (static_cast<int64_t>(c) * f.N + n) * 4;
       if (b[2] <= b[0] || b[3] <= b[1]) continue;
-      const int tx1 = (b[2] + kTileSize - 1) / kTileSize, ty1 = (b[3] + kTileSize - 1) / kTileSize;
-      for (int ty = b[1] / kTileSize; ty < ty1; ++ty)
-        for (int tx = b[0] / kTileSize; tx < tx1; ++tx) ids[cursor[ty * f.tiles_x + tx]++] = n;
+      const int ty0 = std::max(b[1] / kTileSize, row0), ty1 = std::min((b[3] + kTileSize - 1) / kTileSize, row1);
+      const int tx1 = (b[2] + kTileSize - 1) / kTileSize;
+      for (int ty = ty0; ty < ty1; ++ty)
+        for (int tx = b[0] / kTileSize; tx < tx1; ++tx) ids[cursor[(ty - row0) * f.tiles_x + tx]++] = n;
     }
   }
 }
@@ -161,14 +185,20 @@ void composite_backward(const Frame& f, const Inputs& in, const Upstream& up, co
       tile_fn(f, in, up, c, tile, offsets, ids, slots, scratch);
     }
   }
-  // Sum the slots per splat (zeroed outputs); cameras own disjoint entry ranges and outputs.
+  // Sum the slots per splat (zeroed outputs), in entry order (deterministic for any thread count). A job
+  // owns a range of splat indices of one camera and walks that camera's entries, adding those in range.
+  const int parts = f.C >= threads ? 1 : threads;
+  const int per_part = (f.N + parts - 1) / parts;
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int c = 0; c < f.C; ++c) {
+  for (int job = 0; job < f.C * parts; ++job) {
+    const int c = job / parts, lo = (job % parts) * per_part, hi = std::min(f.N, lo + per_part);
     const int64_t cN = static_cast<int64_t>(c) * f.N;
     for (int64_t k = offsets[static_cast<int64_t>(c) * f.n_tiles]; k < offsets[static_cast<int64_t>(c + 1) * f.n_tiles];
          ++k) {
+      const int n = ids[k];
+      if (n < lo || n >= hi) continue;
       const float* s = slots + k * K;
-      const int64_t g = cN + ids[k];
+      const int64_t g = cN + n;
       grads.means2d[g * 2] += s[0];
       grads.means2d[g * 2 + 1] += s[1];
       grads.conics[g * 3] += s[2];

@@ -175,7 +175,7 @@ struct Kernel {
           stops -= stop;  // masks are -1: this counts the lanes that stopped
         }
       }
-      n_live -= S::lane_sum(stops);
+      if (S::any(stops)) n_live -= S::lane_sum(stops);  // stops are rare: skip the lane count
     }
     for (int ly = 0; ly < th; ++ly)
       for (int lx = 0; lx < tw; ++lx) {
