@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "common.h"
 #include "raster_cpu_core.h"
@@ -14,6 +17,7 @@
 #define RECON_HAVE_V4 1
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4")
+#define RECON_SIMD_AVX512 1  // simd_cpu.h: use AVX-512 mask / reduce instructions
 #include "raster_cpu_tile.h"
 #pragma GCC pop_options
 #else
