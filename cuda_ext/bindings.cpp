@@ -88,6 +88,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("project_backward", &project_backward, "gradients of project_forward (CPU)");
   m.def("has_cuda", &has_cuda, "whether the CUDA kernels were compiled in");
   m.def("tile_size", []() { return recon::kTileSize; }, "screen tile size in pixels");
-  m.def("cpu_lanes", &recon::cpu::cpu_lanes, pybind11::arg("request") = 0,
-        "SIMD width of the CPU compositing kernels: 8 or 16 (AVX-512) to switch, 0 to ask; returns the width in use");
+  m.def("cpu_kernel", &recon::cpu::cpu_kernel, pybind11::arg("request") = "",
+        "the CPU compositing build in use (x86-64-v4 | x86-64-v3 | baseline); a supported name switches to it");
+  m.def("cpu_kernels_supported", &recon::cpu::cpu_kernels_supported, "the CPU compositing builds this CPU can run");
 }

@@ -84,76 +84,84 @@ void bin_tiles(const Frame& f, const int32_t* bbox, const int32_t* order, std::v
 namespace {
 
 // The pixel loops are compiled for three x86-64 levels and the best one the CPU supports is picked at
-// run time: AVX-512 (x86-64-v4, raster_cpu_v4.cpp) with 16-lane vectors; AVX2 + FMA (x86-64-v3) and
-// the baseline with 8-lane vectors (GCC function multi-versioning, below). Other compilers / CPUs use
-// the 8-lane baseline build.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RECON_NO_CLONES)
-#define RECON_X86_LEVELS 1
-#define RECON_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define RECON_X86_LEVELS 0
-#define RECON_CPU_CLONES
-#endif
-
-// The compiled entry points: a tile of the forward / backward for D = 3 or any D, per x86-64 level.
-RECON_CPU_CLONES void forward_tile_rgb(const Frame& f, const Inputs& in, int c, int tile, const int64_t* offsets,
-                                       const int32_t* ids, const Outputs& out, std::vector<float>& acc) {
-  Kernel<8>::forward_tile<3>(f, in, c, tile, offsets, ids, out, acc);
-}
-RECON_CPU_CLONES void forward_tile_any(const Frame& f, const Inputs& in, int c, int tile, const int64_t* offsets,
-                                       const int32_t* ids, const Outputs& out, std::vector<float>& acc) {
-  Kernel<8>::forward_tile<0>(f, in, c, tile, offsets, ids, out, acc);
-}
-RECON_CPU_CLONES void backward_tile_rgb(const Frame& f, const Inputs& in, const Upstream& up, int c, int tile,
-                                        const int64_t* offsets, const int32_t* ids, float* slots,
-                                        std::vector<float>& scratch) {
-  Kernel<8>::backward_tile<3>(f, in, up, c, tile, offsets, ids, slots, scratch);
-}
-RECON_CPU_CLONES void backward_tile_any(const Frame& f, const Inputs& in, const Upstream& up, int c, int tile,
-                                        const int64_t* offsets, const int32_t* ids, float* slots,
-                                        std::vector<float>& scratch) {
-  Kernel<8>::backward_tile<0>(f, in, up, c, tile, offsets, ids, slots, scratch);
+// run time: AVX-512 (x86-64-v4, raster_cpu_v4.cpp) with 16-lane vectors, AVX2 + FMA (x86-64-v3,
+// raster_cpu_v3.cpp) and the baseline (here) with 8-lane vectors. Other compilers / CPUs use the
+// 8-lane baseline build.
+void forward_tile_base(const Frame& f, const Inputs& in, int c, int tile, const int64_t* offsets, const int32_t* ids,
+                       const Outputs& out, std::vector<float>& acc) {
+  if (f.D == 3)
+    Kernel<8>::forward_tile<3>(f, in, c, tile, offsets, ids, out, acc);
+  else
+    Kernel<8>::forward_tile<0>(f, in, c, tile, offsets, ids, out, acc);
 }
 
-bool v4_supported() {
+void backward_tile_base(const Frame& f, const Inputs& in, const Upstream& up, int c, int tile, const int64_t* offsets,
+                        const int32_t* ids, float* slots, std::vector<float>& scratch) {
+  if (f.D == 3)
+    Kernel<8>::backward_tile<3>(f, in, up, c, tile, offsets, ids, slots, scratch);
+  else
+    Kernel<8>::backward_tile<0>(f, in, up, c, tile, offsets, ids, slots, scratch);
+}
+
+bool cpu_has(int level) {
 #if RECON_X86_LEVELS
-  return have_v4_kernels() && __builtin_cpu_supports("x86-64-v4");
+  __builtin_cpu_init();
+  return level == 4 ? __builtin_cpu_supports("x86-64-v4") : __builtin_cpu_supports("x86-64-v3");
 #else
+  (void)level;
   return false;
 #endif
 }
 
-// The SIMD width in use: 16 lanes where the CPU has AVX-512, else 8; RECON_CPU_LANES=8 in the
-// environment, or cpu_lanes(8), asks for the 8-lane kernels.
-std::atomic<int>& lanes_in_use() {
-  static std::atomic<int> lanes([] {
-    const char* env = std::getenv("RECON_CPU_LANES");
-    return v4_supported() && !(env && std::string(env) == "8") ? 16 : 8;
+// Kernel builds by level: 0 baseline (8 lanes), 3 x86-64-v3 (8 lanes, AVX2), 4 x86-64-v4 (16 lanes, AVX-512).
+const char* level_name(int level) { return level == 4 ? "x86-64-v4" : level == 3 ? "x86-64-v3" : "baseline"; }
+
+bool level_supported(int level) {
+  if (level == 4) return x86_64_v4::available() && cpu_has(4);
+  if (level == 3) return x86_64_v3::available() && cpu_has(3);
+  return level == 0;
+}
+
+// The build in use: the best the CPU supports, or the one RECON_CPU_KERNEL names (if supported).
+std::atomic<int>& level_in_use() {
+  static std::atomic<int> level([] {
+    const char* env = std::getenv("RECON_CPU_KERNEL");
+    for (int l : {4, 3, 0})
+      if (env && std::string(env) == level_name(l) && level_supported(l)) return l;
+    return level_supported(4) ? 4 : level_supported(3) ? 3 : 0;
   }());
-  return lanes;
+  return level;
 }
 
-bool use_v4() { return lanes_in_use().load(std::memory_order_relaxed) == 16; }
-
-ForwardTile forward_kernel(int D) {
-#if RECON_X86_LEVELS
-  if (use_v4()) return forward_tile_v4;
-#endif
-  return D == 3 ? forward_tile_rgb : forward_tile_any;
+ForwardTile forward_kernel() {
+  switch (level_in_use().load(std::memory_order_relaxed)) {
+    case 4: return x86_64_v4::forward_tile;
+    case 3: return x86_64_v3::forward_tile;
+    default: return forward_tile_base;
+  }
 }
 
-BackwardTile backward_kernel(int D) {
-#if RECON_X86_LEVELS
-  if (use_v4()) return backward_tile_v4;
-#endif
-  return D == 3 ? backward_tile_rgb : backward_tile_any;
+BackwardTile backward_kernel() {
+  switch (level_in_use().load(std::memory_order_relaxed)) {
+    case 4: return x86_64_v4::backward_tile;
+    case 3: return x86_64_v3::backward_tile;
+    default: return backward_tile_base;
+  }
 }
 
 }  // namespace
 
-int cpu_lanes(int request) {
-  if (request == 8 || (request == 16 && v4_supported())) lanes_in_use().store(request);
-  return lanes_in_use().load();
+std::string cpu_kernel(const std::string& request) {
+  for (int l : {4, 3, 0})
+    if (request == level_name(l) && level_supported(l)) level_in_use().store(l);
+  return level_name(level_in_use().load());
+}
+
+std::vector<std::string> cpu_kernels_supported() {
+  std::vector<std::string> names;
+  for (int l : {4, 3, 0})
+    if (level_supported(l)) names.push_back(level_name(l));
+  return names;
 }
 
 void composite_forward(const Frame& f, const Inputs& in, const std::vector<int64_t>& offsets,
@@ -162,7 +170,7 @@ void composite_forward(const Frame& f, const Inputs& in, const std::vector<int64
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> acc;  // per-thread colour accumulators, reused across tiles
-    const ForwardTile tile_fn = forward_kernel(f.D);
+    const ForwardTile tile_fn = forward_kernel();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t job = 0; job < total; ++job) {
       const int c = static_cast<int>(job / f.n_tiles), tile = static_cast<int>(job % f.n_tiles);
@@ -178,7 +186,7 @@ void composite_backward(const Frame& f, const Inputs& in, const Upstream& up, co
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> scratch;  // per-thread colour state, reused across tiles
-    const BackwardTile tile_fn = backward_kernel(f.D);
+    const BackwardTile tile_fn = backward_kernel();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t job = 0; job < total; ++job) {
       const int c = static_cast<int>(job / f.n_tiles), tile = static_cast<int>(job % f.n_tiles);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "common.h"
@@ -68,18 +69,32 @@ void composite_forward(const Frame& f, const Inputs& in, const std::vector<int64
 void composite_backward(const Frame& f, const Inputs& in, const Upstream& up, const int64_t* offsets,
                         const int32_t* ids, float* slots, const Gradients& grads, int threads);
 
-// SIMD width of the compositing kernels: request 8 or 16 (16 only where the CPU has AVX-512) to switch,
-// 0 to ask; returns the width in use. Switch only between renders (a forward and its backward must use
-// the same width: their hit tests agree bit for bit only then).
-int cpu_lanes(int request);
+// Which build of the tile kernels runs: "x86-64-v4" (16 lanes, AVX-512), "x86-64-v3" (8 lanes, AVX2) or
+// "baseline" (8 lanes). cpu_kernel(name) switches to a supported build ("" asks) and returns the one in
+// use; the default is the best the CPU supports, or the one the RECON_CPU_KERNEL environment variable
+// names. Switch only between renders (a forward and its backward must run the same build: their hit
+// tests agree bit for bit only then).
+std::string cpu_kernel(const std::string& request);
+std::vector<std::string> cpu_kernels_supported();
 
-// The AVX-512 (16-lane) tile kernels of raster_cpu_v4.cpp: call only when have_v4_kernels() and the CPU
-// supports x86-64-v4.
-bool have_v4_kernels();
-void forward_tile_v4(const Frame& f, const Inputs& in, int c, int tile, const int64_t* offsets, const int32_t* ids,
-                     const Outputs& out, std::vector<float>& acc);
-void backward_tile_v4(const Frame& f, const Inputs& in, const Upstream& up, int c, int tile, const int64_t* offsets,
-                      const int32_t* ids, float* slots, std::vector<float>& scratch);
+// The x86-64 level builds of the tile kernels (raster_cpu_v3.cpp, raster_cpu_v4.cpp): call only when
+// available() and the CPU supports that level.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RECON_NO_CLONES)
+#define RECON_X86_LEVELS 1
+#else
+#define RECON_X86_LEVELS 0
+#endif
+#define RECON_DECLARE_LEVEL(NS)                                                                                    \
+  namespace NS {                                                                                                   \
+  bool available();                                                                                                \
+  void forward_tile(const Frame& f, const Inputs& in, int c, int tile, const int64_t* offsets, const int32_t* ids, \
+                    const Outputs& out, std::vector<float>& acc);                                                  \
+  void backward_tile(const Frame& f, const Inputs& in, const Upstream& up, int c, int tile,                       \
+                     const int64_t* offsets, const int32_t* ids, float* slots, std::vector<float>& scratch);      \
+  }
+RECON_DECLARE_LEVEL(x86_64_v3)
+RECON_DECLARE_LEVEL(x86_64_v4)
+#undef RECON_DECLARE_LEVEL
 
 }  // namespace cpu
 }  // namespace recon

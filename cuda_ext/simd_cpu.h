@@ -51,14 +51,20 @@ struct Simd {
   RECON_SIMD_FN vi select_i(vi mask, vi a, vi b) { return mask ? a : b; }
 
   // OR of 64-bit words (one or two instructions per word) instead of a lane-by-lane loop.
-  // (Where the including code is compiled for AVX-512 and says so with RECON_SIMD_AVX512 -- `#pragma GCC
-  // target` does not define __AVX512F__ -- the 16-lane reductions use its mask and reduce
-  // instructions: the generic forms below cost ~25 instructions there.)
+  // (Where the including code is compiled for AVX-512 / AVX2 and says so with RECON_SIMD_AVX512 /
+  // RECON_SIMD_AVX2 -- `#pragma GCC target` does not define __AVX512F__ -- the reductions use that
+  // level's test and reduce instructions: the generic forms below cost 10-25 instructions there.)
   RECON_SIMD_FN bool any(vi mask) {
 #if defined(RECON_SIMD_AVX512)
     if constexpr (L == 16) {
       const __m512i m = reinterpret_cast<__m512i>(mask);
       return _mm512_test_epi32_mask(m, m) != 0;
+    }
+#endif
+#if defined(RECON_SIMD_AVX2)
+    if constexpr (L == 8) {
+      const __m256i m = reinterpret_cast<__m256i>(mask);
+      return !_mm256_testz_si256(m, m);
     }
 #endif
     static_assert(sizeof(vi) % sizeof(uint64_t) == 0, "mask must be whole 64-bit words");
@@ -80,6 +86,14 @@ struct Simd {
   RECON_SIMD_FN float sum(vf x) {
 #if defined(RECON_SIMD_AVX512)
     if constexpr (L == 16) return _mm512_reduce_add_ps(reinterpret_cast<__m512>(x));
+#endif
+#if defined(RECON_SIMD_AVX2)
+    if constexpr (L == 8) {
+      const __m256 v = reinterpret_cast<__m256>(x);
+      __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+      h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    }
 #endif
     static_assert(L % 2 == 0, "halving needs an even lane count");
     vf_half lo, hi;

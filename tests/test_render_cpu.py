@@ -96,35 +96,40 @@ def test_cpu_matches_twin(seed: int, N: int, C: int, W: int, H: int, identity: b
         assert_close_banded(name, got[name], want[name])
 
 
-@pytest.fixture
-def lanes_8():
-    """Run with the 8-lane kernels (the AVX2 / baseline build), restoring the width in use after."""
+def _kernel_builds() -> list[str]:
+    if not extension_status()["cpu"]:
+        return []
     from recon import _C
 
-    before = _C.cpu_lanes(0)
-    assert _C.cpu_lanes(8) == 8
-    yield
-    _C.cpu_lanes(before)
+    return list(_C.cpu_kernels_supported())
 
 
-@pytest.mark.parametrize("seed, N, C, W, H, identity, D, per_camera", CASES[1:4])
-def test_cpu_8_lane_kernels_match_twin(lanes_8, seed: int, N: int, C: int, W: int, H: int, identity: bool, D: int,
-                                       per_camera: bool) -> None:
-    """The 8-lane build is what CPUs without AVX-512 run; on AVX-512 machines the suite above runs the
-    16-lane one, so check this one explicitly."""
-    leaves, viewmats, Ks = make_scene(seed, N, C, W, H, identity, D, per_camera)
-    want = render_with_grads("torch", leaves, viewmats, Ks, W, H, seed)
-    got = render_with_grads("cpu", leaves, viewmats, Ks, W, H, seed)
+@pytest.mark.parametrize("build", _kernel_builds())
+@pytest.mark.parametrize("seed, N, C, W, H, identity, D, per_camera", CASES[1:5])
+def test_every_cpu_kernel_build_matches_twin(build: str, seed: int, N: int, C: int, W: int, H: int, identity: bool,
+                                             D: int, per_camera: bool) -> None:
+    """Each build this CPU can run (AVX-512 16-lane, AVX2 8-lane, baseline 8-lane): the suite above runs
+    only the one picked by default."""
+    from recon import _C
+
+    before = _C.cpu_kernel()
+    try:
+        assert _C.cpu_kernel(build) == build
+        leaves, viewmats, Ks = make_scene(seed, N, C, W, H, identity, D, per_camera)
+        want = render_with_grads("torch", leaves, viewmats, Ks, W, H, seed)
+        got = render_with_grads("cpu", leaves, viewmats, Ks, W, H, seed)
+    finally:
+        _C.cpu_kernel(before)
     for name in want:
         assert_close_banded(name, got[name], want[name])
 
 
-def test_cpu_lanes_switch_is_validated() -> None:
+def test_cpu_kernel_switch_is_validated() -> None:
     from recon import _C
 
-    now = _C.cpu_lanes(0)
-    assert now in (8, 16)
-    assert _C.cpu_lanes(12) == now  # an unsupported width changes nothing
+    now = _C.cpu_kernel()
+    assert now in _C.cpu_kernels_supported() and "baseline" in _C.cpu_kernels_supported()
+    assert _C.cpu_kernel("x86-64-v9") == now  # an unknown build changes nothing
 
 
 @pytest.mark.parametrize("per_camera", [False, True])
