@@ -153,12 +153,14 @@ struct Kernel {
         for (int bc = fp.bc0; bc <= fp.bc1; ++bc) {
           const int p = (br * kBlocksX + bc) * L;
           const vi dn = S::load_i(done + p);
-          const vi live = row_in & fp.col_in[bc] & (dn == S::splat_i(0));
-          if (!S::any(live)) continue;
           const vf dx = fp.dx[bc];
           const vf q = block_quad(ca, bdy, cdy2, dx);
+          // lanes inside the box, not yet done and inside the 3-sigma ellipse; a block without any
+          // (a corner of the box, about one in eight) changes nothing and is skipped before the exp
+          const vi near = row_in & fp.col_in[bc] & (dn == S::splat_i(0)) & (q <= S::splat(kMahalanobisMax));
+          if (!S::any(near)) continue;
           const vf a = S::vmin(S::splat(kAlphaMax), o * S::exp_nonpositive(-0.5f * q));
-          const vi hit = live & (q <= S::splat(kMahalanobisMax)) & (a >= S::splat(kAlphaMin));
+          const vi hit = near & (a >= S::splat(kAlphaMin));
           const vf Tp = S::load(T + p);
           const vf t_next = Tp * (1.0f - a);
           const vi stop = hit & (t_next < S::splat(kTransmittanceMin));
@@ -262,14 +264,15 @@ struct Kernel {
         vf r0 = zero, r1 = zero, r2 = zero;
         for (int bc = fp.bc0; bc <= fp.bc1; ++bc) {
           const int p = (br * kBlocksX + bc) * L;
-          const vi live = row_in & fp.col_in[bc] & (kk <= S::load_i(last_k + p));
-          if (!S::any(live)) continue;
           const vf dx = fp.dx[bc];
           const vf q = block_quad(ca, bdy, cdy2, dx);
+          // as in the forward: lanes the splat can touch, else skip the block
+          const vi near = row_in & fp.col_in[bc] & (kk <= S::load_i(last_k + p)) & (q <= S::splat(kMahalanobisMax));
+          if (!S::any(near)) continue;
           const vf gauss = S::exp_nonpositive(-0.5f * q);
           const vf raw = o * gauss;
           const vf a = S::vmin(S::splat(kAlphaMax), raw);
-          const vi hit = live & (q <= S::splat(kMahalanobisMax)) & (a >= S::splat(kAlphaMin));
+          const vi hit = near & (a >= S::splat(kAlphaMin));
           const vf inv = 1.0f / (1.0f - a);
           const vf Tp = S::load(T + p);
           const vf t_i = Tp * inv;  // transmittance in front of this splat
