@@ -14,7 +14,9 @@ Examples::
 
 Peak memory: CUDA -> torch.cuda.max_memory_allocated above the scene; CPU -> peak resident set
 size above the pre-run level, sampled every millisecond from /proc/self/statm (approximate; glibc is
-told to serve and return blocks >= 64 KiB with mmap so freed tensors leave the resident set).
+told to serve and return blocks >= 64 KiB with mmap so freed tensors leave the resident set),
+taken in one extra untimed run: the timed runs have no sampler thread, which on a 2-core machine
+preempts the kernel's threads and inflated the fast backends' times by up to ~20 %.
 """
 
 from __future__ import annotations
@@ -123,16 +125,19 @@ def bench_one(backend: str, N: int, C: int, W: int, H: int, device: torch.device
     for _ in range(warmup):
         time_once(fn, sync)
     fwd, bwd = [], []
+    for _ in range(repeats):  # timed runs: no memory sampler thread (on 2 cores it preempts the kernels)
+        for t in leaves:
+            t.grad = None
+        f, b = time_once(fn, sync)
+        fwd.append(f)
+        bwd.append(b)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    with PeakRSS() as rss:
-        for _ in range(repeats):
-            for t in leaves:
-                t.grad = None
-            f, b = time_once(fn, sync)
-            fwd.append(f)
-            bwd.append(b)
+    with PeakRSS() as rss:  # one more, untimed run for the peak memory
+        for t in leaves:
+            t.grad = None
+        time_once(fn, sync)
     peak = (torch.cuda.max_memory_allocated() - base) if cuda else rss.peak
     return {"backend": backend, "N": N, "C": C, "W": W, "H": H, "forward_ms": 1e3 * statistics.median(fwd),
             "backward_ms": 1e3 * statistics.median(bwd), "total_ms": 1e3 * statistics.median(a + b for a, b in zip(fwd, bwd)),

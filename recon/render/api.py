@@ -81,6 +81,7 @@ def rasterize(
     return rgb, alpha, depth, meta
 
 
+@torch.no_grad()  # the checks build no autograd graph (they run on every render)
 def _validate(
     means: Tensor,
     log_scales: Tensor,
