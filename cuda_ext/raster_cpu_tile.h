@@ -273,7 +273,7 @@ struct Kernel {
           const vf raw = o * gauss;
           const vf a = S::vmin(S::splat(kAlphaMax), raw);
           const vi hit = near & (a >= S::splat(kAlphaMin));
-          const vf inv = 1.0f / (1.0f - a);
+          const vf inv = S::recip(1.0f - a);
           const vf Tp = S::load(T + p);
           const vf t_i = Tp * inv;  // transmittance in front of this splat
           const vf w = S::select(hit, a * t_i, zero);

@@ -107,6 +107,19 @@ struct Simd {
     return h[0];
   }
 
+  // 1 / x for x in [0.01, 1] (here 1 - alpha): on AVX-512 the 14-bit reciprocal estimate refined by one
+  // Newton step (relative error ~1e-8, a fraction of a float ulp off a division) instead of a division,
+  // which costs ~10 cycles per 16 lanes; elsewhere a plain division.
+  RECON_SIMD_FN vf recip(vf x) {
+#if defined(RECON_SIMD_AVX512)
+    if constexpr (L == 16) {
+      const vf r = reinterpret_cast<vf>(_mm512_rcp14_ps(reinterpret_cast<__m512>(x)));
+      return r * (2.0f - x * r);
+    }
+#endif
+    return 1.0f / x;
+  }
+
   // exp(x) for x <= 0: 2^n * p(r), n = round(x / ln 2), |r| <= ln(2)/2, Taylor to r^7
   // (relative error < 1e-7); inputs below -87 are clamped so 2^n stays a normal float.
   RECON_SIMD_FN vf exp_nonpositive(vf x) {
