@@ -257,6 +257,7 @@ def test_generate_cli_bad_inputs(tmp_path, capsys):
         (["--checkpoint", str(ck), "--reference-video", str(many), "--freeze-time", str(many)], "2..3 views"),
         (["--checkpoint", str(ck), "--reference-video", str(big), "--freeze-time", str(big)], "generates 8x8"),
         (["--checkpoint", str(ck), "--reference-video", str(ref)], "pass both"),
+        (["--checkpoint", str(ck), "--start-sigma", "0"], "start sigma must be in"),
         (["--checkpoint", str(ck), "--reference-video", str(tmp_path / "nofile.mp4"), "--freeze-time", str(frz)], "does not exist"),
     ]
     for args, msg in cases:
@@ -293,6 +294,41 @@ def test_untrained_anchored_model_reproduces_copy_nearest():
     assert np.allclose(out[0].numpy(), want, atol=1e-5)
     v = tiny(prediction="velocity")
     assert not np.allclose(sample(v, x, mask, steps=3)[0].numpy(), want, atol=1e-2)
+
+
+def test_sampler_from_the_noised_anchor():
+    x, mask = batch(B=1)
+    m = tiny(prediction="anchored", anchor="same_view")  # untrained: every step predicts the anchor
+    want = copy_nearest_baseline(x[0].numpy(), mask[0].numpy(), rule="same_view")
+    for steps, s0 in ((1, 1.0), (2, 0.5), (4, 0.3)):
+        out = sample(m, x, mask, steps=steps, generator=torch.Generator().manual_seed(0), start_sigma=s0)
+        assert np.allclose(out[0].numpy(), want, atol=1e-5)
+    r = randomise(tiny())
+    a = sample(r, x, mask, steps=3, generator=torch.Generator().manual_seed(0), start_sigma=0.4)
+    b = sample(r, x, mask, steps=3, generator=torch.Generator().manual_seed(0), start_sigma=1.0)
+    assert a.shape == x.shape and not torch.allclose(a, b)
+    with pytest.raises(ValueError):
+        sample(r, x, mask, steps=2, start_sigma=0.0)
+
+
+def test_same_view_anchor_reproduces_copy_same_view():
+    m = tiny(prediction="anchored", anchor="same_view")
+    x, mask = batch(B=1)
+    out = sample(m, x, mask, steps=3, generator=torch.Generator().manual_seed(0))
+    want = copy_nearest_baseline(x[0].numpy(), mask[0].numpy(), rule="same_view")
+    assert np.allclose(out[0].numpy(), want, atol=1e-5)
+    # the 4D task: every generated cell copies its own view's freeze-time frame (column 0)
+    assert np.allclose(want[1:, 1:], np.broadcast_to(x[0, 1:, :1].numpy(), want[1:, 1:].shape))
+    # an extension chunk (2 known columns): the latest known time of the same view; a view with
+    # nothing given falls back to the nearest rule
+    given = grid_task_mask(3, 4, 2).numpy()
+    assert nearest_given(given, "same_view")[2, 3].tolist() == [2, 1]
+    given[2] = False
+    assert nearest_given(given, "same_view")[2, 3].tolist() == nearest_given(given)[2, 3].tolist()
+    from recon.diffusion.model import anchor_index
+
+    for g in (grid_task_mask(3, 4, 2), torch.tensor(given)):
+        assert anchor_index(g[None], "same_view")[0].tolist() == nearest_given(g.numpy(), "same_view").tolist()
 
 
 def test_generate_cli_procedural_scene_writes_cameras(tmp_path, capsys):

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The training runs behind the bundled generator checkpoint and the Diffusion section of BENCHMARKS.md.
-# Each run uses one CPU thread. Usage: tools/diffusion_runs.sh ablations|bundled [RUNS_DIR]
+# Each run uses one CPU thread. Usage: tools/diffusion_runs.sh ablations|bundled|finetune [RUNS_DIR]
 #   ablations: 16x16 frames, base stage then seven grid-stage variants (sync mode, order, dropped
 #              sync layers, mixed schedule), all from the same base checkpoint with the same steps;
-#   bundled:   32x32 frames, base stage then the learned-sync grid stage (copy its checkpoint/ to
-#              data/diffusion/).
+#   bundled:   32x32 frames, base stage then the learned-sync grid stage (the first bundled checkpoint);
+#   finetune:  the current bundled checkpoint: the first one (INIT, default data/diffusion as it was
+#              before, i.e. the `bundled` run's checkpoint) fine-tuned with the same-view anchor
+#              (output head zeroed, so it starts exactly at the copy-same-view baseline) on the 4x4
+#              fill task, 240 scenes; copy its checkpoint/ to data/diffusion/.
 # BASE_INIT_16 / BASE_INIT_32: optional checkpoints the base stages start from (the bundled runs
 # warm-started from base models trained on an earlier version of recon.synth; see BENCHMARKS.md).
 set -euo pipefail
@@ -24,6 +27,11 @@ if [ "$what" = ablations ]; then
   $T --out $R/v2a16/grid-drop-first $G --model.sync learned --model.drop-sync first
   $T --out $R/v2a16/grid-drop-last $G --model.sync learned --model.drop-sync last
   $T --out $R/v2a16/grid-mixed $G --model.sync learned --schedule mixed
+elif [ "$what" = finetune ]; then
+  INIT=${INIT:-$R/v2b32/learned/checkpoint}
+  python tools/train_diffusion.py --threads 1 --scenes 240 --bank-cache $R/bank240.pt --out $R/ft \
+    --init-from $INIT --no-inherit-cross-view --reset-head --model.anchor same_view \
+    --grid-steps ${STEPS:-2600} --batch 8 --lr 3e-4 --warmup 100 --fill-frac 0.75 --log-every 50 --sample-every 650 --save-every 200
 elif [ "$what" = bundled ]; then
   $T --out $R/v2b32/base --base-steps 150 --batch 4 ${BASE_INIT_32:+--init-from $BASE_INIT_32}
   $T --out $R/v2b32/learned --init-from $R/v2b32/base/checkpoint --model.sync learned --pseudo-steps 150 --grid-steps 650 --batch 4

@@ -7,7 +7,9 @@ first row and first column, and measure on the generated cells
 * ``mv_err``: multi-view consistency error: mean absolute colour difference (0..1) between pixels of
   two views at the same time that see the same scene point (ground-truth depth + cameras);
 
-next to the same numbers for the trivial baseline that copies the nearest given frame, and the
+next to the same numbers for two trivial baselines: ``copy_nearest`` copies the nearest given frame
+(grid distance), ``copy_same_view`` copies the nearest given frame of the cell's own view (for the 4D
+task: the freeze-time frame of its view, the anchor of ``anchor="same_view"`` models); and the
 consistency error of the ground truth itself (the resampling floor).
 
 Variants are ``NAME=DIR`` (a trained checkpoint) or ``NAME=DIR:key=value,...`` to rebuild a base-stage
@@ -46,6 +48,8 @@ class EvalConfig:
     scene: str = "random"
     render_size: int = 32
     steps: int = 20
+    start_sigma: float = 1.0
+    """Noise level the sampler starts from (1: pure noise; below: the noised anchor frames)."""
     frames: int | None = None
     """Time steps T of the evaluated grids (default: the model's chunk; more: autoregressive extension)."""
     context: int = 1
@@ -103,23 +107,28 @@ def main() -> int:
                 truths[key] = truth_grid(cfg.scene, seed, V, T, cfg.render_size, mc.height)
             tr = truths[key]
             t0 = time.time()
-            gen = fill_grid(model, tr["frames"][0], tr["frames"][:, 0], steps=cfg.steps, seed=seed, context=cfg.context)
+            gen = fill_grid(model, tr["frames"][0], tr["frames"][:, 0], steps=cfg.steps, seed=seed, context=cfg.context,
+                            start_sigma=cfg.start_sigma)
             secs = time.time() - t0
             pred = (gen.movedim(-3, -1).numpy() + 1) / 2
             base = copy_nearest_baseline(tr["images"], given)
+            same = copy_nearest_baseline(tr["images"], given, rule="same_view")
             rows.append({
                 "seed": seed,
                 "psnr": psnr_generated(pred, tr["images"], given),
                 "psnr_copy_nearest": psnr_generated(base, tr["images"], given),
+                "psnr_copy_same_view": psnr_generated(same, tr["images"], given),
                 "mv_err": multiview_consistency(pred, tr["depth"], tr["K"], tr["w2c"], given),
                 "mv_err_copy_nearest": multiview_consistency(base, tr["depth"], tr["K"], tr["w2c"], given),
+                "mv_err_copy_same_view": multiview_consistency(same, tr["depth"], tr["K"], tr["w2c"], given),
                 "mv_err_truth": multiview_consistency(tr["images"], tr["depth"], tr["K"], tr["w2c"], given),
                 "seconds": secs,
             })
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "seed"}
         results[name] = {"spec": spec, "mean": mean, "per_seed": rows}
-        print(f"{name:>22}: psnr {mean['psnr']:6.2f} dB (copy-nearest {mean['psnr_copy_nearest']:6.2f})  "
-              f"mv_err {mean['mv_err']:.4f} (copy-nearest {mean['mv_err_copy_nearest']:.4f}, truth {mean['mv_err_truth']:.4f})  "
+        print(f"{name:>22}: psnr {mean['psnr']:6.2f} dB (copy-nearest {mean['psnr_copy_nearest']:6.2f}, "
+              f"copy-same-view {mean['psnr_copy_same_view']:6.2f})  mv_err {mean['mv_err']:.4f} (copy-nearest "
+              f"{mean['mv_err_copy_nearest']:.4f}, copy-same-view {mean['mv_err_copy_same_view']:.4f}, truth {mean['mv_err_truth']:.4f})  "
               f"{mean['seconds']:.2f} s/grid", flush=True)
     from recon.io.atomic import write_json
 
@@ -129,7 +138,7 @@ def main() -> int:
         notes = read_notes(cfg.notes_into)
         first = results[next(iter(results))]
         notes[cfg.notes_key] = {**first["mean"], "seeds": list(cfg.seeds), "scene": cfg.scene, "steps": cfg.steps,
-                            "frames": cfg.frames, "measured_by": "tools/eval_diffusion.py"}
+                                "start_sigma": cfg.start_sigma, "frames": cfg.frames, "measured_by": "tools/eval_diffusion.py"}
         write_json(Path(cfg.notes_into) / "recon.json", notes)
     if cfg.out is not None:
 

@@ -55,6 +55,7 @@ def generate(
     frames: int | None = None,
     views: int | None = None,
     steps: int = 20,
+    start_sigma: float = 1.0,
     seed: int = 0,
     context: int = 1,
     device: str = "auto",
@@ -76,6 +77,8 @@ def generate(
         frames: Time steps T (default: the reference video's length, or the checkpoint's chunk).
         views: Views V (default: the freeze-time video's length, or the checkpoint's maximum).
         steps: Sampler steps (flow-matching Euler).
+        start_sigma: Noise level the sampler starts from, in [0.01, 1]: 1 = pure noise; below 1 = the
+            anchor frames noised to that level (closer to the given frames, less sample variance).
         seed: Noise seed (and procedural scene seed).
         context: Time steps carried over between chunks when extending autoregressively.
         device: auto, cpu or cuda[:N].
@@ -101,6 +104,8 @@ def generate(
         raise InputError("--synthetic-prompt cannot be combined with --reference-video/--freeze-time", field="--synthetic-prompt")
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}", field="--steps")
+    if not 0.01 <= start_sigma <= 1.0:
+        raise InputError(f"start sigma must be in [0.01, 1], got {start_sigma}", field="--start-sigma")
     dev = resolve_device(device)
     model = load_generator(checkpoint, device=dev)
     cfg = model.config
@@ -147,9 +152,11 @@ def generate(
 
     t0 = time.perf_counter()
     with torch.no_grad():
-        grid = fill_grid(model, to_model_range(ref), to_model_range(frz), steps=steps, seed=seed, context=context)
+        grid = fill_grid(model, to_model_range(ref), to_model_range(frz), steps=steps, seed=seed, context=context,
+                         start_sigma=start_sigma)
     seconds = time.perf_counter() - t0
-    meta.update({"generator": {"checkpoint": str(checkpoint or BUNDLED), "steps": steps, "seed": seed, "context": context},
+    meta.update({"generator": {"checkpoint": str(checkpoint or BUNDLED), "steps": steps, "start_sigma": start_sigma, "seed": seed,
+                                   "context": context},
                  "given": "row 0 (reference video) and column 0 (freeze-time video)"})
     result = FrameGrid(images=to_uint8(grid), cameras=cameras, times=times, ref_time=0, meta=meta, source=str(out))
     write_grid(result, out)

@@ -69,19 +69,19 @@ def grid_task_mask(views: int, times: int, known_times: int = 1) -> torch.Tensor
     return m
 
 
-def sample_known_times(batch: int, times: int, gen: torch.Generator) -> torch.Tensor:
-    """Columns given per grid, ``[B]``: 1 (fill from a freeze-time video) half the time, else 2..times-1
-    (the overlap of an autoregressive extension)."""
+def sample_known_times(batch: int, times: int, gen: torch.Generator, fill_frac: float = 0.5) -> torch.Tensor:
+    """Columns given per grid, ``[B]``: 1 (fill from a freeze-time video) with probability ``fill_frac``,
+    else 2..times-1 (the overlap of an autoregressive extension)."""
     k = torch.ones(batch, dtype=torch.long)
-    ext = torch.rand(batch, generator=gen) < 0.5
+    ext = torch.rand(batch, generator=gen) >= fill_frac
     if times > 2:
         k[ext] = torch.randint(2, times, (int(ext.sum()),), generator=gen)
     return k
 
 
-def grid_masks(batch: int, views: int, times: int, gen: torch.Generator) -> torch.Tensor:
+def grid_masks(batch: int, views: int, times: int, gen: torch.Generator, fill_frac: float = 0.5) -> torch.Tensor:
     """Task masks ``[B, V, T]`` for a batch of grids (see :func:`sample_known_times`)."""
-    k = sample_known_times(batch, times, gen)
+    k = sample_known_times(batch, times, gen, fill_frac)
     return torch.stack([grid_task_mask(views, times, int(kb)) for kb in k])
 
 
@@ -96,7 +96,8 @@ def _augment(grids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def grid_batch(bank: torch.Tensor, batch: int, views: int, times: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_batch(bank: torch.Tensor, batch: int, views: int, times: int, gen: torch.Generator,
+               fill_frac: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ``views x times`` windows of banked grids ``[N, V0, T0, 3, H, W]``.
 
     Returns frames ``[B, views, times, 3, H, W]`` and task masks ``[B, views, times]``.
@@ -106,7 +107,7 @@ def grid_batch(bank: torch.Tensor, batch: int, views: int, times: int, gen: torc
     v0 = torch.randint(V0 - views + 1, (batch,), generator=gen)
     t0 = torch.randint(T0 - times + 1, (batch,), generator=gen)
     x = torch.stack([bank[i, a : a + views, b : b + times] for i, a, b in zip(idx.tolist(), v0.tolist(), t0.tolist())])
-    return _augment(x, gen), grid_masks(batch, views, times, gen)
+    return _augment(x, gen), grid_masks(batch, views, times, gen, fill_frac)
 
 
 def clip_batch(bank: torch.Tensor, batch: int, length: int, gen: torch.Generator, max_given: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +183,8 @@ def pseudo4d_grid(video: np.ndarray | torch.Tensor, views: int, gen: torch.Gener
     return torch.stack([warp_homography(x, Hs[v]) for v in range(views)])
 
 
-def pseudo_batch(videos: torch.Tensor, batch: int, views: int, times: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def pseudo_batch(videos: torch.Tensor, batch: int, views: int, times: int, gen: torch.Generator,
+                 fill_frac: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Pseudo-4D grids from videos ``[N, T0, 3, H, W]`` (random time windows): frames and task masks."""
     N, T0 = videos.shape[:2]
     grids = []
@@ -191,4 +193,4 @@ def pseudo_batch(videos: torch.Tensor, batch: int, views: int, times: int, gen: 
         t = int(torch.randint(T0 - times + 1, (1,), generator=gen))
         grids.append(pseudo4d_grid(videos[i, t : t + times], views, gen))
     x = torch.stack(grids)
-    return _augment(x, gen), grid_masks(batch, views, times, gen)
+    return _augment(x, gen), grid_masks(batch, views, times, gen, fill_frac)

@@ -16,10 +16,11 @@ def psnr_generated(pred: np.ndarray, truth: np.ndarray, given: np.ndarray) -> fl
     return float(10.0 * np.log10(1.0 / max(mse, 1e-10)))
 
 
-def nearest_given(given: np.ndarray) -> np.ndarray:
+def nearest_given(given: np.ndarray, rule: str = "nearest") -> np.ndarray:
     """For each cell ``(v, t)`` the given cell nearest in grid distance ``|dv| + |dt|`` -> ``int [V, T, 2]``.
 
     Ties go to the same view (a frame of the same camera at another time), then to the earlier time.
+    ``rule="same_view"`` prefers any given frame of the same view (nearest in time) to other views.
     """
     V, T = given.shape
     cells = np.argwhere(given)  # [K, 2]
@@ -30,13 +31,20 @@ def nearest_given(given: np.ndarray) -> np.ndarray:
         for t in range(T):
             d = np.abs(cells[:, 0] - v) + np.abs(cells[:, 1] - t)
             key = d * 4 + (cells[:, 0] != v) * 2  # distance first, then same view
+            if rule == "same_view":
+                key = key + (cells[:, 0] != v) * 4 * (V + T)
             out[v, t] = cells[np.lexsort((cells[:, 1], key))[0]]
     return out
 
 
-def copy_nearest_baseline(images: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """The trivial generator: every cell copies its nearest given frame (see :func:`nearest_given`)."""
-    idx = nearest_given(given)
+def copy_nearest_baseline(images: np.ndarray, given: np.ndarray, rule: str = "nearest") -> np.ndarray:
+    """The trivial generator: every cell copies its nearest given frame (see :func:`nearest_given`).
+
+    ``rule="same_view"`` is the copy-same-view baseline: each cell copies its own camera's nearest
+    given frame (for the 4D task, the freeze-time frame of its view), a stronger heuristic when the
+    cameras move more between views than the scene moves between times.
+    """
+    idx = nearest_given(given, rule)
     return images[idx[..., 0], idx[..., 1]]
 
 

@@ -13,9 +13,10 @@ each sub-layer modulated by the noise level (adaLN with a zero-initialised gate)
 are given clean, with a per-frame mask channel. :meth:`GridTransformer.forward` returns the
 rectified-flow velocity ``noise - clean`` of every frame (the loss ignores the conditioning frames);
 with ``prediction="anchored"`` the network outputs the clean frame as a correction of its *anchor*,
-the nearest given frame in the grid (:func:`anchor_frames`), and the velocity follows from it
-(``v = (x_sigma - x0_hat) / sigma``): an untrained network then reproduces the copy-nearest baseline
-and training learns what moves between views and times. ``prediction="velocity"`` is the plain
+a given frame of the grid (:func:`anchor_frames`: the nearest one, or with ``anchor="same_view"`` the
+nearest one of the cell's own view), and the velocity follows from it
+(``v = (x_sigma - x0_hat) / sigma``): an untrained network then reproduces the matching copy
+baseline and training learns what moves between views and times. ``prediction="velocity"`` is the plain
 velocity head.
 
 In ``video_only`` mode (the base stage) a grid is a batch of clips ``[B, 1, F]``: blocks run spatial
@@ -39,31 +40,40 @@ from recon.diffusion.sync import SYNC_MODES, make_sync
 ORDERS = ("parallel", "sequential")
 DROP_SYNC = ("none", "first", "last")
 PREDICTIONS = ("anchored", "velocity")
+ANCHORS = ("nearest", "same_view")
 SIGMA_MIN = 1e-3  # smallest noise level trained and sampled (the scheduler's last step)
 
 
-def anchor_index(cond_mask: torch.Tensor) -> torch.Tensor:
-    """For ``cond_mask [B, V, T]`` the nearest given cell of every cell -> ``long [B, V, T, 2]`` (view, time).
+def anchor_index(cond_mask: torch.Tensor, rule: str = "nearest") -> torch.Tensor:
+    """For ``cond_mask [B, V, T]`` the anchor cell of every cell -> ``long [B, V, T, 2]`` (view, time).
 
-    Nearest in grid distance ``|dv| + |dt|``; ties go to the same view, then the earlier time (the rule
-    of :func:`recon.diffusion.metrics.nearest_given`). Cells of a grid with nothing given map to -1.
+    ``rule="nearest"``: the nearest given cell in grid distance ``|dv| + |dt|``; ties go to the same
+    view, then the earlier time. ``rule="same_view"``: the given cell of the same view nearest in time
+    (ties: the earlier time), falling back to the ``nearest`` rule for a view with nothing given. Both
+    are the rules of :func:`recon.diffusion.metrics.nearest_given`. Cells of a grid with nothing given
+    map to -1.
     """
     B, V, T = cond_mask.shape
     dev = cond_mask.device
     vv, tt = torch.meshgrid(torch.arange(V, device=dev), torch.arange(T, device=dev), indexing="ij")
     cells = torch.stack([vv.reshape(-1), tt.reshape(-1)], -1)  # [V*T, 2]
     d = (cells[:, None, 0] - cells[None, :, 0]).abs() + (cells[:, None, 1] - cells[None, :, 1]).abs()  # [cell, cand]
-    key = d * 4 * V * T + (cells[:, None, 0] != cells[None, :, 0]).long() * 2 * V * T + cells[None, :, 1]
+    other_view = (cells[:, None, 0] != cells[None, :, 0]).long()
+    key = d * 4 * V * T + other_view * 2 * V * T + cells[None, :, 1]
+    if rule == "same_view":
+        key = key + other_view * 4 * V * T * (V + T)  # any frame of the same view beats every other view
+    elif rule != "nearest":
+        raise ValueError(f"unknown anchor rule {rule!r} (expected one of {ANCHORS})")
     key = key[None].expand(B, -1, -1).masked_fill(~cond_mask.reshape(B, 1, V * T), torch.iinfo(torch.long).max)
     best = key.argmin(dim=-1)  # [B, V*T]
     out = cells[best].view(B, V, T, 2)
     return out.masked_fill(~cond_mask.reshape(B, -1).any(-1)[:, None, None, None], -1)
 
 
-def anchor_frames(cond: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
-    """The nearest given frame of every cell, ``[B, V, T, 3, H, W]`` (zeros where nothing is given)."""
+def anchor_frames(cond: torch.Tensor, cond_mask: torch.Tensor, rule: str = "nearest") -> torch.Tensor:
+    """The anchor frame of every cell (:func:`anchor_index`), ``[B, V, T, 3, H, W]`` (zeros where nothing is given)."""
     B, V, T = cond_mask.shape
-    idx = anchor_index(cond_mask)
+    idx = anchor_index(cond_mask, rule)
     flat = idx[..., 0].clamp_min(0) * T + idx[..., 1].clamp_min(0)  # [B, V, T]
     frames = cond.reshape(B, V * T, *cond.shape[3:])
     out = torch.gather(frames, 1, flat.reshape(B, V * T, 1, 1, 1).expand(-1, -1, *cond.shape[3:]))
@@ -167,7 +177,10 @@ class GridTransformer(ModelMixin, ConfigMixin):
         sync: ``hard | soft | learned`` (see :mod:`recon.diffusion.sync`); unused when sequential.
         order: ``parallel`` (two streams + sync) or ``sequential`` (cross-view then cross-time).
         drop_sync: ``none | first | last``: blocks of the first / last third have no sync layer.
-        prediction: ``anchored`` (clean frame as a correction of the nearest given frame) or ``velocity``.
+        prediction: ``anchored`` (clean frame as a correction of its anchor frame) or ``velocity``.
+        anchor: which given frame an anchored prediction corrects (:func:`anchor_index`): ``nearest``
+            (grid distance) or ``same_view`` (the same camera's nearest given time: for the 4D task, the
+            freeze-time frame of the cell's view).
     """
 
     config_name = "config.json"
@@ -189,12 +202,14 @@ class GridTransformer(ModelMixin, ConfigMixin):
         order: str = "parallel",
         drop_sync: str = "none",
         prediction: str = "anchored",
+        anchor: str = "nearest",
     ):
         super().__init__()
         if height % patch_size or width % patch_size:
             raise ValueError(f"frame size {height}x{width} is not a multiple of patch_size {patch_size}")
-        if sync not in SYNC_MODES or order not in ORDERS or drop_sync not in DROP_SYNC or prediction not in PREDICTIONS:
-            raise ValueError(f"bad sync/order/drop_sync/prediction: {sync!r}, {order!r}, {drop_sync!r}, {prediction!r}")
+        if (sync not in SYNC_MODES or order not in ORDERS or drop_sync not in DROP_SYNC or prediction not in PREDICTIONS
+                or anchor not in ANCHORS):
+            raise ValueError(f"bad sync/order/drop_sync/prediction/anchor: {sync!r}, {order!r}, {drop_sync!r}, {prediction!r}, {anchor!r}")
         if width_dim % heads:
             raise ValueError(f"width_dim {width_dim} is not divisible by heads {heads}")
         D, p = width_dim, patch_size
@@ -306,5 +321,5 @@ class GridTransformer(ModelMixin, ConfigMixin):
         sigma = (timestep / 1000.0).clamp_min(SIGMA_MIN).view(B, 1, 1, 1, 1, 1)
         if cfg.prediction == "velocity":
             return sample - sigma * out if return_x0 else out
-        x0 = anchor_frames(cond, cond_mask) + out
+        x0 = anchor_frames(cond, cond_mask, cfg.anchor) + out
         return x0 if return_x0 else (sample - x0) / sigma

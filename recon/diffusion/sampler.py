@@ -5,10 +5,11 @@ Frames are ``float`` in [-1, 1], ``[B, V, T, 3, H, W]``; masks ``bool [B, V, T]`
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from recon.diffusion.model import GridTransformer
+from recon.diffusion.model import SIGMA_MIN, GridTransformer, anchor_frames
 from recon.errors import InputError
 
 
@@ -25,18 +26,34 @@ def sample(
     steps: int = 20,
     generator: torch.Generator | None = None,
     video_only: bool = False,
+    start_sigma: float = 1.0,
 ) -> torch.Tensor:
     """Generate the frames not given: ``[B, V, T, 3, H, W]`` in [-1, 1], given frames copied through.
+
+    ``steps`` Euler steps of the probability-flow ODE from noise level ``start_sigma`` down to 0 (the
+    last step lands on the network's clean-frame prediction). ``start_sigma = 1`` starts from pure
+    noise; below 1 the path starts from the anchor frames (:func:`recon.diffusion.model.anchor_frames`,
+    the model's anchor rule) noised to that level, ``(1 - s) anchor + s noise`` (SDEdit-style: less
+    sample variance, closer to the given frames). ``steps=1, start_sigma=1`` is the network's
+    posterior-mean estimate from pure noise.
 
     ``generator`` is a CPU generator (the initial noise is drawn on the CPU, so results do not depend
     on the device).
     """
+    if not SIGMA_MIN < start_sigma <= 1.0:
+        raise ValueError(f"start_sigma must be in ({SIGMA_MIN}, 1], got {start_sigma}")
     model.eval()
     dev = next(model.parameters()).device
     cond, cond_mask = cond.to(dev), cond_mask.to(dev)
     sched = make_scheduler()
-    sched.set_timesteps(steps, device=dev)
+    if start_sigma >= 1.0:
+        sched.set_timesteps(steps, device=dev)
+    else:  # the default spacing (uniform in sigma from 1 to SIGMA_MIN), starting at start_sigma
+        sched.set_timesteps(sigmas=np.linspace(start_sigma, SIGMA_MIN, steps).tolist(), device=dev)
     x = torch.randn(cond.shape, generator=generator, dtype=torch.float32).to(dev)
+    if start_sigma < 1.0:
+        rule = model.config.anchor if model.config.prediction == "anchored" else "nearest"
+        x = (1.0 - start_sigma) * anchor_frames(cond, cond_mask, rule) + start_sigma * x
     for t in sched.timesteps:
         v = model(x, t.expand(x.shape[0]), cond, cond_mask, video_only=video_only)
         x = sched.step(v, t, x).prev_sample
@@ -63,6 +80,7 @@ def fill_grid(
     steps: int = 20,
     seed: int = 0,
     context: int = 1,
+    start_sigma: float = 1.0,
 ) -> torch.Tensor:
     """Fill a ``V x T`` grid ``[V, T, 3, H, W]`` from its first row and first column.
 
@@ -71,6 +89,7 @@ def fill_grid(
     all views of its first ``context`` times, taken from the previous chunk (autoregressive
     extension). The last chunk is aligned to the end of the video and conditions on every time it
     shares with what is already generated. Cell (0, 0) is taken from the reference video.
+    ``steps`` and ``start_sigma``: see :func:`sample`.
     """
     reference, freeze_time = reference.detach().float().cpu(), freeze_time.detach().float().cpu()
     T, V = reference.shape[0], freeze_time.shape[0]
@@ -93,7 +112,8 @@ def fill_grid(
         known = torch.zeros(V, stop - start, dtype=torch.bool)
         known[0] = True
         known[:, : max(done - start, 0)] = True
-        gen_frames = sample(model, out[None, :, start:stop], known[None], steps=steps, generator=gen)[0].cpu()
+        gen_frames = sample(model, out[None, :, start:stop], known[None], steps=steps, generator=gen,
+                           start_sigma=start_sigma)[0].cpu()
         out[:, start:stop] = torch.where(known[:, :, None, None, None], out[:, start:stop], gen_frames)
         done = stop
         start = stop - context

@@ -50,7 +50,10 @@ class ModelConfig:
     drop_sync: Literal["none", "first", "last"] = "none"
     """Remove the sync layers of the first or last third of the blocks."""
     prediction: Literal["anchored", "velocity"] = "anchored"
-    """anchored: the clean frame as a correction of the nearest given frame; velocity: plain velocity."""
+    """anchored: the clean frame as a correction of its anchor frame; velocity: plain velocity."""
+    anchor: Literal["nearest", "same_view"] = "nearest"
+    """Anchor of an anchored prediction: the nearest given frame (grid distance) or the same view's
+    nearest given frame (the freeze-time frame of the cell's view)."""
 
 
 @dataclass
@@ -62,13 +65,23 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     init_from: Path | None = None
     """Start from this checkpoint folder (e.g. a base-stage run's checkpoint/); its cross-time
-    weights are copied into the cross-view attention when this run starts with a grid stage."""
+    weights are copied into the cross-view attention when this run starts with a grid stage
+    (unless inherit_cross_view is off)."""
+    inherit_cross_view: bool = True
+    """With init_from and no base stage: copy the cross-time attention into the cross-view one (right
+    for a base-stage checkpoint; turn off to fine-tune a grid-stage checkpoint)."""
+    reset_head: bool = False
+    """Zero the output head after init_from, so an anchored model starts exactly at its anchor
+    baseline (e.g. when fine-tuning a checkpoint with another anchor rule)."""
     base_steps: int = 0
     """Steps of video-model training on single-axis clips (first K frames given, K in [0, 4])."""
     pseudo_steps: int = 0
     """Steps on pseudo-4D grids made from videos (rows of procedural grids) by random 2D transforms."""
     grid_steps: int = 0
     """Steps on full procedural grids."""
+    fill_frac: float = 0.5
+    """Share of grid-stage tasks that fill a grid from its first row and column (the rest give 2..T-1
+    columns: the overlap of an autoregressive extension)."""
     schedule: Literal["sequential", "mixed"] = "sequential"
     """sequential: pseudo-4D steps, then grid steps; mixed: pseudo_steps + grid_steps steps drawing
     pseudo-4D and procedural grids 1:2."""
@@ -201,8 +214,13 @@ def train(cfg: TrainConfig, progress: Callable[[dict], None] | None = None) -> G
         from recon.diffusion.checkpoint import load_weights_into
 
         load_weights_into(model, cfg.init_from)
-        if cfg.base_steps == 0:
+        if cfg.base_steps == 0 and cfg.inherit_cross_view:
             model.inherit_cross_view()
+        if cfg.reset_head:
+            with torch.no_grad():
+                for lin in (model.ada_out, model.patch_out):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
     bank = load_bank(cfg)
     V, T = cfg.model.max_views, cfg.model.max_times
     videos = bank[:, 0]  # "ordinary videos" for pseudo-4D: one view of each scene over time
@@ -247,9 +265,9 @@ def train(cfg: TrainConfig, progress: Callable[[dict], None] | None = None) -> G
             if video_only:
                 x0, mask = clip_batch(bank, cfg.batch, T, gen)
             elif phase == "pseudo" or (phase == "mixed" and bool(torch.rand(1, generator=gen) < 1 / 3)):
-                x0, mask = pseudo_batch(videos, cfg.batch, V, T, gen)
+                x0, mask = pseudo_batch(videos, cfg.batch, V, T, gen, fill_frac=cfg.fill_frac)
             else:
-                x0, mask = grid_batch(bank, cfg.batch, V, T, gen)
+                x0, mask = grid_batch(bank, cfg.batch, V, T, gen, fill_frac=cfg.fill_frac)
             noise = torch.randn(x0.shape, generator=gen)
             loss = flow_loss(model, x0, mask, noise, sample_sigma(cfg.batch, gen), video_only=video_only)
             opt.zero_grad(set_to_none=True)
