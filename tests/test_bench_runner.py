@@ -53,7 +53,7 @@ def gt_scene(grid):
 
 def test_run_bench_with_exact_scene(case, tmp_path, monkeypatch):
     monkeypatch.setattr(R, "pipeline_available", lambda: (True, "ok"))
-    monkeypatch.setattr(R, "fit", lambda grid, spec, settings, run_dir, tracks_path: (gt_scene(grid), {"stages": {"fit": 0.0}, "background": None}))
+    monkeypatch.setattr(R, "fit", lambda grid, spec, settings, run_dir, tracks_path, tracking: (gt_scene(grid), {"stages": {"fit": 0.0}, "background": None}))
     settings = R.BenchSettings(consistency=False)
     results, sheet = R.run_bench("synthetic", [case], ["recon", "dust3r"], settings, tmp_path)
     assert results["methods"]["dust3r"]["status"] == "not available"
@@ -117,6 +117,7 @@ def test_sfm_consistency_separates_consistent_from_unrelated_views():
     (["--suite", "nope"], "unknown suite"),
     (["--suite", "generated"], "needs --grids"),
     (["--methods", "recon,bogus"], "unknown method"),
+    (["--config", "/nonexistent/cfg.json"], "config file does not exist"),
 ])
 def test_cli_bad_input_is_exit_2(tmp_path, capsys, args, msg):
     from recon.cli import main
@@ -139,3 +140,58 @@ def test_heldout_split_uses_clean_truth_and_protects_the_central_view():
     assert c.train.view_names[c.train.central_view] == "arc_02"
     with pytest.raises(InputError, match="central"):
         case_from_grid("x", g, (2,), {})
+
+
+def test_case_tracking_is_used_unless_overridden(case, tmp_path, monkeypatch):
+    """A case names the tracking that suits it (Panoptic: rig tracks on MVS depth); --tracks/--depth override."""
+    import dataclasses
+
+    seen = []
+
+    def fake_fit(grid, spec, settings, run_dir, tracks_path, tracking):
+        seen.append(tracking)
+        return gt_scene(grid), {"stages": {"fit": 0.0}, "background": None}
+
+    monkeypatch.setattr(R, "pipeline_available", lambda: (True, "ok"))
+    monkeypatch.setattr(R, "fit", fake_fit)
+    rig_case = dataclasses.replace(case, tracks="rig", depth="mvs")
+    results, _ = R.run_bench("panoptic", [rig_case], ["recon"], R.BenchSettings(consistency=False), tmp_path / "a")
+    assert seen[-1] == ("rig", "mvs") and results["runs"][0]["tracking"] == {"tracks": "rig", "depth": "mvs"}
+    R.run_bench("panoptic", [rig_case], ["recon"], R.BenchSettings(tracks="flow", depth="gt", consistency=False), tmp_path / "b")
+    assert seen[-1] == ("flow", "gt")
+    R.run_bench("synthetic", [case], ["recon"], R.BenchSettings(consistency=False), tmp_path / "c")
+    assert seen[-1] == ("flow", "auto")
+
+
+def test_panoptic_case_uses_rig_tracks_and_test_cameras():
+    from recon.bench.suites import default_panoptic_root, panoptic_cases, suite_options
+
+    if not (default_panoptic_root() / "train_meta.json").is_file():
+        pytest.skip("needs ../shared/data/panoptic_basketball (or $RECON_SHARED_DATA)")
+    o = suite_options(True, panoptic_frames="0:2", panoptic_scale=0.1)
+    (c,) = panoptic_cases(o)
+    assert (c.tracks, c.depth) == ("rig", "mvs")
+    assert c.eval_names == ["0", "10"] and c.eval_images.shape[:2] == (2, 2)
+    assert c.train.num_views == 8 and not {0, 10} & set(c.tags["cameras"])
+
+
+def test_config_overrides_and_tracking_reach_the_pipeline(case, tmp_path, monkeypatch):
+    from recon import pipeline as P
+
+    seen = {}
+
+    class Res:
+        scene = None
+        metrics = {"seconds": {"deform": 1.0}}
+
+    def fake(grid, cfg, run_dir, device=None):
+        seen["cfg"] = cfg
+        return Res()
+
+    monkeypatch.setattr(P, "reconstruct", fake)
+    settings = R.BenchSettings(config={"deform": {"view_correction": "free", "iterations": 7}})
+    R.fit(case.train, R.METHODS["no-view-offsets"], settings, tmp_path, None, ("rig", "mvs"))
+    cfg = seen["cfg"]
+    assert cfg.deform.view_correction == "free" and cfg.deform.iterations == 7  # the overrides
+    assert not cfg.canonical.view_offsets  # the method's own switch still applies
+    assert (cfg.tracking.tracks, cfg.tracking.depth) == ("rig", "mvs")

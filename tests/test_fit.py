@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from recon.fit import CanonicalConfig, DeformConfig, PruneConfig, build_canonical, fit_deform, prune_floaters, scene_from_canonical
-from recon.fit.canonical import fill_offsets, merge_duplicates
+from recon.fit.canonical import fill_offsets, fit_affine_warps, merge_duplicates
+from recon.fit.deform import project_affine, project_centred
 from recon.fit.losses import photometric_loss, psnr, ssim
 from recon.fit.schedule import exp_decay, time_batches
 from recon.grid import Cameras, FrameGrid
@@ -80,7 +81,7 @@ def test_canonical_from_known_tracks_reproduces_points():
 
 def test_view_offsets_are_residual_after_umeyama():
     grid, tracks, world, _ = _setup(noise=0.004, seed=1)
-    can = build_canonical(grid, tracks, CanonicalConfig(merge_radius=0.0, offset_clip=1.0))
+    can = build_canonical(grid, tracks, CanonicalConfig(merge_radius=0.0, offset_clip=1.0, offset_model="free"))
     pts = tracks.points.double().numpy()
     for i in range(grid.num_views):
         A = can.poses[i, 0].double().numpy()
@@ -91,6 +92,70 @@ def test_view_offsets_are_residual_after_umeyama():
     assert can.view_offsets.abs().max() > 1e-3
     off = build_canonical(grid, tracks, CanonicalConfig(merge_radius=0.0, view_offsets=False)).view_offsets
     assert off.abs().max() == 0
+
+
+def test_affine_view_offsets_keep_a_views_warp_and_drop_track_noise():
+    """Tracks of views 0 and 2 carry a smooth per-view warp (a linear map in the camera frame, as a
+    small image homography gives) plus per-point noise and a few gross outliers. The default
+    ``affine`` offsets recover the warp at every point and none of the noise; the central view's are 0."""
+    grid, tracks, world, w2c = _setup(V=3, with_cameras=True, seed=2)
+    rng = np.random.default_rng(3)
+    pts = tracks.points.double().numpy().copy()
+    P, c = len(pts), grid.central_view
+    warp = {0: (np.array([[0.01, -0.02, 0.0], [0.015, 0.0, 0.0], [0.0, 0.0, 0.0]]), np.array([0.004, -0.003, 0.0])),
+            2: (np.array([[-0.01, 0.0, 0.0], [0.0, 0.02, 0.0], [0.0, 0.0, 0.0]]), np.array([-0.002, 0.005, 0.0]))}
+    for i, (M, b) in warp.items():
+        pts[:, i] += pts[:, i] @ M.T + b + 0.003 * rng.normal(size=(P, 3))
+        bad = rng.choice(P, 20, replace=False)
+        pts[bad, i] += rng.normal(scale=0.1, size=(20, 3))  # flow errors lifted onto the wrong surface
+    tracks = Tracks(points=torch.tensor(pts).float(), visible=tracks.visible, colors=tracks.colors, seed_view=tracks.seed_view)
+    can = build_canonical(grid, tracks, CanonicalConfig(merge_radius=0.0, offset_clip=1.0))
+    free = build_canonical(grid, tracks, CanonicalConfig(merge_radius=0.0, offset_clip=1.0, offset_model="free"))
+    canon = can.splats.means.detach().double().numpy()
+    assert np.abs(can.view_offsets[:, c].numpy()).max() == 0
+    for i, (M, b) in warp.items():
+        A = can.poses[i, 0].double().numpy()
+        Xi = canon @ A[:3, :3].T + A[:3, 3]  # the points in camera i
+        truth = (Xi @ M.T + b) @ A[:3, :3]  # the warp, moved to canonical coordinates
+        err_affine = np.linalg.norm(can.view_offsets[:, i].numpy() - truth, axis=1)
+        err_free = np.linalg.norm(free.view_offsets[:, i].numpy() - truth, axis=1)
+        assert np.median(err_affine) < 1e-3 and err_affine.max() < 3e-3  # noise and outliers are gone
+        assert np.median(err_free) > 2e-3  # per-point offsets keep the noise
+    # the joint fit alone: points anchored in any view measure warp_i - warp_anchor; the warps are
+    # recovered exactly (the fixed view's is 0) from these relative measurements
+    x = rng.normal(size=(90, 3))
+    M = {0: (0.05 * rng.normal(size=(3, 3)), 0.02 * rng.normal(size=3)), 1: (np.zeros((3, 3)), np.zeros(3)),
+         2: (0.05 * rng.normal(size=(3, 3)), 0.02 * rng.normal(size=3))}
+    true = np.stack([x @ M[i][0] + M[i][1] for i in range(3)], 1)  # [90, 3 views, 3]
+    anchor = np.arange(90) % 3
+    raw = true - true[np.arange(90), anchor][:, None]
+    warps = fit_affine_warps(x, raw, np.ones((90, 3), bool), anchor, fixed_view=1)
+    assert np.allclose(warps(x), true, atol=1e-9)
+
+
+def test_project_affine_is_a_projection_that_fixes_the_central_view():
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(200, 3, generator=g)
+    B = torch.randn(3, 4, 3, generator=g) * 0.1
+    field = torch.stack([torch.cat([means, torch.ones(200, 1)], 1) @ B[v] for v in range(3)], 1)  # affine per view
+    noisy = field + 0.05 * torch.randn(200, 3, 3, generator=g)
+    p = project_affine(noisy, means, fixed_view=1)
+    assert p[:, 1].abs().max() == 0
+    assert torch.allclose(project_affine(p, means, fixed_view=1), p, atol=1e-6)  # idempotent
+    assert torch.allclose(project_affine(field, means)[:, [0, 2]], field[:, [0, 2]], atol=1e-5)  # affine: unchanged
+    assert (p[:, [0, 2]] - field[:, [0, 2]]).norm() < 0.3 * (noisy[:, [0, 2]] - field[:, [0, 2]]).norm()  # noise removed
+
+
+def test_project_centred_makes_the_canonical_the_consensus():
+    g = torch.Generator().manual_seed(1)
+    corr = torch.randn(50, 4, 3, generator=g)
+    p = project_centred(corr, [0, 1, 3])  # view 2 (not trained) is left alone
+    assert torch.allclose(p[:, [0, 1, 3]].sum(1), torch.zeros(50, 3), atol=1e-6)
+    assert torch.equal(p[:, 2], corr[:, 2])
+    assert torch.allclose(project_centred(p, [0, 1, 3]), p, atol=1e-6)
+    # same per-view geometry (canonical + correction) as before, up to moving the canonical by the mean
+    shift = corr[:, [0, 1, 3]].mean(1)
+    assert torch.allclose(p[:, [0, 1, 3]] + shift[:, None], corr[:, [0, 1, 3]], atol=1e-6)
 
 
 def test_given_cameras_are_used_for_poses():
@@ -139,7 +204,8 @@ def test_deform_fit_lowers_the_loss():
     # time 1 shows a shifted image: the temporal field has to move the points
     grid.images[:, 1] = np.roll(grid.images[:, 0], 1, axis=2)
     can = build_canonical(grid, tracks, CanonicalConfig())
-    cfg = DeformConfig(iterations=40, warmup=5, cells_per_step=3, lr_mlp=3e-3, pos_freqs=2, time_freqs=2, mlp_width=16, mlp_depth=2)
+    cfg = DeformConfig(iterations=40, warmup=5, cells_per_step=3, lr_mlp=3e-3, pos_freqs=2, time_freqs=2, mlp_width=16, mlp_depth=2,
+                       view_residual=0.0)
     torch.manual_seed(0)
     scene = scene_from_canonical(grid, can, cfg)
     cells = [(i, j) for i in range(3) for j in range(2)]
@@ -154,6 +220,58 @@ def test_deform_fit_lowers_the_loss():
     assert loss() < 0.8 * before
     assert rep["steps"] == 40 and rep["warmup_steps"] == 5
     assert scene.field.time_offset(scene.splats.means, 1.0).abs().max() > 0  # the MLP moved
+    # the learned view correction (default "affine") stays a per-view affine function, 0 in the central view
+    corr = scene.field.view_correction.detach()
+    assert corr[:, grid.central_view].abs().max() == 0
+    assert torch.allclose(project_affine(corr, scene.splats.means, grid.central_view), corr, atol=1e-6)
+
+
+def test_view_residual_phase_leaves_the_shared_geometry_alone():
+    """The residual phase refines the training views' renders only: positions, colours, scales and
+    the MLP are exactly those of the joint fit without it."""
+    grid, tracks, _, _ = _setup(V=3, T=2, with_cameras=True)
+    grid.images[:, 1] = np.roll(grid.images[:, 0], 1, axis=2)
+    can = build_canonical(grid, tracks, CanonicalConfig())
+    cells = [(i, j) for i in range(3) for j in range(2)]
+    scenes, reps = [], []
+    for frac in (0.0, 0.75):  # 0 and 15 residual steps
+        cfg = DeformConfig(iterations=20, warmup=5, cells_per_step=3, pos_freqs=2, time_freqs=2, mlp_width=16, mlp_depth=2,
+                           view_residual=frac, lr_view_residual=1e-2)
+        torch.manual_seed(0)
+        scene = scene_from_canonical(grid, can, cfg)
+        reps.append(fit_deform(grid, scene, cells, cfg, torch.device("cpu"), seed=0))
+        scenes.append(scene)
+    a, b = scenes
+    for k in ("means", "colors", "log_scales", "opacity_logits"):
+        assert torch.equal(getattr(a.splats, k), getattr(b.splats, k)), k
+    for pa, pb in zip(a.field.mlp.parameters(), b.field.mlp.parameters()):
+        assert torch.equal(pa, pb)
+    assert reps[1]["view_residual_steps"] == 15 and reps[0]["view_residual_steps"] == 0
+    assert b.splats.means.requires_grad  # unfrozen again
+    resid = b.field.view_correction.detach() - a.field.view_correction.detach()
+    assert resid[:, grid.central_view].abs().max() > 0  # per view, the central one included
+
+
+def test_free_view_correction_fits_training_views_individually():
+    grid, tracks, _, _ = _setup(V=3, T=1, with_cameras=True)
+    can = build_canonical(grid, tracks, CanonicalConfig())
+    cells = [(i, 0) for i in range(3)]
+    corr = {}
+    for mode in ("affine", "free"):
+        cfg = DeformConfig(iterations=30, warmup=5, cells_per_step=3, lr_view_correction=1e-2, view_correction=mode,
+                           pos_freqs=2, time_freqs=2, mlp_width=16, mlp_depth=2, view_residual=0.0)
+        grid.images[0] = np.roll(grid.images[0], 1, axis=1)  # view 0 is shifted: something for the correction to do
+        scene = scene_from_canonical(grid, can, cfg)
+        fit_deform(grid, scene, cells, cfg, torch.device("cpu"), seed=0)
+        grid.images[0] = np.roll(grid.images[0], -1, axis=1)
+        corr[mode] = scene.field.view_correction.detach()
+    assert corr["free"][:, 1].abs().max() > 0  # the free correction also moves the central view's Gaussians
+    resid = corr["free"] - project_affine(corr["free"], can.splats.means)
+    assert resid.abs().max() > 1e-4  # ... and per Gaussian, not affinely
+    assert corr["affine"][:, 1].abs().max() == 0 and corr["affine"][:, 0].abs().max() > 0
+    with pytest.raises(Exception, match="view correction"):
+        fit_deform(grid, scene_from_canonical(grid, can, DeformConfig(view_correction="spline")), cells,
+                   DeformConfig(iterations=1, view_correction="spline"), torch.device("cpu"), seed=0)
 
 
 def test_losses_and_metrics():

@@ -318,3 +318,23 @@ def test_rig_tracks_with_exact_depth_match_gt_tracks(grid):
     no_pose = FrameGrid(images=grid.images, cameras=Cameras(K=grid.cameras.K), times=grid.times)
     with pytest.raises(InputError, match="poses"):
         rig_tracks(no_pose, grid.extras["depth"][:, r])
+
+
+def test_mvs_rig_depth_range_needs_no_flow(grid, monkeypatch):
+    """``mvs_range="rig"`` bounds the sweep by the rig geometry alone (the point nearest all optical
+    axes): no flow matching, which on wide-baseline rigs finds only spurious matches. Rig tracks use it."""
+    from recon.tracking import mvs
+
+    def no_flow(*a, **k):
+        raise AssertionError("flow-triangulated range used")
+
+    monkeypatch.setattr(mvs, "_depth_range", no_flow)
+    d = estimate_depth(grid, [(3, 0)], "mvs", mvs_range="rig")[0].numpy()
+    gt = grid.extras["depth"][3, 0]
+    valid = d > 0
+    assert valid.mean() > 0.3, f"only {valid.mean():.0%} valid"
+    assert np.median(np.abs(d[valid] - gt[valid]) / gt[valid]) < 0.05
+    tr = build_tracks(grid, depth="mvs", tracks="rig", keyframes=1, stride=4)
+    assert tr.num_points > 0
+    with pytest.raises(InputError, match="depth range"):
+        estimate_depth(grid, [(3, 0)], "mvs", mvs_range="flow-ish")

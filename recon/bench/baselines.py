@@ -87,8 +87,10 @@ def unproject(depth: np.ndarray, K: np.ndarray, stride: int = 1) -> tuple[np.nda
     return np.stack([x, y, z], 1), np.stack([rows, cols], 1)
 
 
-def freeze_time_depth(grid: FrameGrid, provider: str = "auto", device: torch.device = torch.device("cpu")) -> np.ndarray:
-    """``[V, H, W]`` z-depth of the freeze-time frames from the tracking stage's depth providers."""
+def freeze_time_depth(grid: FrameGrid, provider: str = "auto", device: torch.device = torch.device("cpu"),
+                      mvs_range: str = "auto") -> np.ndarray:
+    """``[V, H, W]`` z-depth of the freeze-time frames from the tracking stage's depth providers
+    (``mvs_range``: how MVS bounds its sweep, ``auto`` or ``rig``; see :mod:`recon.tracking.mvs`)."""
     from recon.tracking import estimate_depth
 
     cells = [(v, grid.ref_time) for v in range(grid.num_views)]
@@ -97,7 +99,7 @@ def freeze_time_depth(grid: FrameGrid, provider: str = "auto", device: torch.dev
         from recon.tracking import estimate_cameras
 
         w2c = estimate_cameras(grid).w2c
-    return estimate_depth(grid, cells, provider=provider, device=device, w2c=w2c).cpu().numpy()
+    return estimate_depth(grid, cells, provider=provider, device=device, w2c=w2c, mvs_range=mvs_range).cpu().numpy()
 
 
 def pointmap_stride(grid: FrameGrid, keyframes: int, stride: int) -> int:

@@ -62,11 +62,13 @@ class BenchSettings:
     """Pipeline settings shared by all methods of a bench run."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    tracks: str = "flow"
-    """Tracking source for the tracking-initialised methods (``flow`` even on synthetic grids, so
-    the tracker is measured, not the exact GT tracks)."""
-    depth: str = "auto"
-    """Depth provider for tracking and for ``pointmap-init`` (auto: GT depth on synthetic grids, MVS otherwise)."""
+    tracks: str | None = None
+    """Tracking source for the tracking-initialised methods; None: the case's own
+    (:attr:`Case.tracks`: ``flow`` even on synthetic grids, so the tracker is measured, not the
+    exact GT tracks; ``rig`` on the Panoptic capture)."""
+    depth: str | None = None
+    """Depth provider for tracking and for ``pointmap-init``; None: the case's own (auto: GT depth
+    on synthetic grids, MVS otherwise)."""
     keyframes: int = 3
     stride: int = 2
     prune_iterations: int | None = None
@@ -78,6 +80,9 @@ class BenchSettings:
     """Point budget of the Dust3R / Splatt3R initialisations."""
     consistency: bool = True
     """Score the SfM consistency (always for grids without ground truth; also on GT suites)."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Pipeline config overrides (``recon reconstruct --config`` layout) applied to every method
+    before its own switches (initialisation, prune, view offsets) and the settings above."""
 
 
 # --- the one place that talks to the pipeline --------------------------------------------------
@@ -90,16 +95,23 @@ def pipeline_available() -> tuple[bool, str]:
     return True, "ok"
 
 
-def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_path: Path | None) -> tuple[Any, dict[str, Any]]:
+def tracking_of(case: Case, settings: BenchSettings) -> tuple[str, str]:
+    """``(tracks, depth)`` for ``case``: the settings' when given, else the case's own."""
+    return settings.tracks or case.tracks, settings.depth or case.depth
+
+
+def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_path: Path | None,
+        tracking: tuple[str, str] = ("flow", "auto")) -> tuple[Any, dict[str, Any]]:
     """Run :func:`recon.pipeline.reconstruct` on ``grid`` for one method; returns
     ``(DeformableScene, info)`` with ``info["stages"]`` = wall seconds per pipeline stage,
-    ``info["background"]`` (None: the pipeline renders on black) and ``info["pipeline_metrics"]``."""
+    ``info["background"]`` (None: the pipeline renders on black) and ``info["pipeline_metrics"]``.
+    ``tracking``: ``(track source, depth provider)`` (see :func:`tracking_of`)."""
     from recon import pipeline as P
 
-    cfg = P.ReconstructConfig()
-    cfg.tracking.tracks = "file" if tracks_path is not None else settings.tracks
+    cfg = P.config_from_dict(settings.config, source="--config") if settings.config else P.ReconstructConfig()
+    cfg.tracking.tracks = "file" if tracks_path is not None else tracking[0]
     cfg.tracking.tracks_path = None if tracks_path is None else str(tracks_path)
-    cfg.tracking.depth = settings.depth
+    cfg.tracking.depth = tracking[1]
     cfg.tracking.keyframes = settings.keyframes
     cfg.tracking.stride = settings.stride
     cfg.prune.enabled = spec.prune
@@ -129,7 +141,10 @@ def initial_tracks(case: Case, spec: MethodSpec, settings: BenchSettings, run_di
     if spec.init == "tracking":
         return None, {}
     g = case.train
-    depth = B.freeze_time_depth(g, settings.depth, settings.device)
+    tracks_source, provider = tracking_of(case, settings)
+    # the depth the tracking-initialised methods lift (rig tracks: MVS bounded by the rig geometry)
+    mvs_range = "rig" if tracks_source == "rig" and g.num_views >= 3 else "auto"
+    depth = B.freeze_time_depth(g, provider, settings.device, mvs_range=mvs_range)
     info: dict[str, Any] = {}
     if spec.init == "pointmap":
         tracks = B.pointmap_tracks(g, depth, B.pointmap_stride(g, settings.keyframes, settings.stride))
@@ -180,7 +195,7 @@ def run_one(case: Case, method: str, settings: BenchSettings, out: Path, adapter
         with PeakMemory(settings.device) as mem, Stopwatch() as sw:
             with Stopwatch() as sw_init:
                 tracks_path, init_info = initial_tracks(case, spec, settings, method_dir / "init", adapters)
-            scene, info = fit(case.train, spec, settings, run_dir, tracks_path)
+            scene, info = fit(case.train, spec, settings, run_dir, tracks_path, tracking_of(case, settings))
         stages = {"init": sw_init.seconds, **info["stages"]} if tracks_path is not None else dict(info["stages"])
         with Stopwatch() as sw_eval:
             metrics, per_cell, renders = evaluate_run(case, scene, info["background"], settings, lpips)
@@ -193,7 +208,8 @@ def run_one(case: Case, method: str, settings: BenchSettings, out: Path, adapter
             output_mb=(folder_bytes(run_dir / "ply") + folder_bytes(run_dir / "checkpoints", ("deform.safetensors",))) / 2**20,
             eval_s=sw_eval.seconds,
         )
-        rec.update(metrics=metrics, per_cell=per_cell, stages_s=stages, init=init_info)
+        rec.update(metrics=metrics, per_cell=per_cell, stages_s=stages, init=init_info,
+                   tracking=dict(zip(("tracks", "depth"), tracking_of(case, settings))))
     except Exception as e:  # a method that fails on a case is a result to report, not a reason to stop the bench
         # (InputError included: inside a fit it says what the input cannot support, e.g. MVS
         # depth on widely spaced cameras; bad arguments are rejected before any fit starts)

@@ -7,7 +7,9 @@
   trajectories (``Case.scene``, ``Case.full``).
 * ``panoptic`` -- the real CMU Panoptic "basketball" capture (Dynamic-3DGS preprocessing): a few
   training cameras near the held-out test cameras 0 and 10, a few time steps, reduced size on CPU.
-  Held-out images only (no masks on the test cameras, no depth).
+  Held-out images only (no masks on the test cameras, no depth). Its cameras are metres apart, so
+  the tracking-initialised methods use ``rig`` tracks (MVS depth, sweep range from the rig
+  geometry, moved between views with the given poses) and ``pointmap-init`` the same MVS depth.
 * ``generated`` -- grid folders written by ``recon generate``: no ground truth; scored by
   training-cell fit and the weights-free SfM consistency of the input vs the reconstruction.
 * ``custom`` -- any grid path ``load_grid`` reads, optionally with held-out views; synthetic grids
@@ -51,6 +53,12 @@ class Case:
     eval_names: list[str] = field(default_factory=list)
     full: FrameGrid | None = None
     scene: Any = None
+    tracks: str = "flow"
+    """Track source that suits this input (used unless ``--tracks`` is given): ``flow`` for
+    generated and synthetic grids (closely spaced views), ``rig`` for a calibrated wide-baseline
+    capture (Panoptic), where flow finds no matches between neighbouring cameras."""
+    depth: str = "auto"
+    """Depth provider that suits this input (used unless ``--depth`` is given)."""
 
     @property
     def has_heldout(self) -> bool:
@@ -79,11 +87,11 @@ class SuiteOptions:
 
 
 def suite_options(quick: bool, **overrides: Any) -> SuiteOptions:
-    """Defaults, or the ``--quick`` CPU set (2 scenes x 1 seed x clean/inconsistent, 64 px, 4 times)."""
+    """Defaults, or the ``--quick`` CPU set (synthetic: 2 scenes x 1 seed x clean/inconsistent, 64 px, 4 times; panoptic: 8 training cameras, 4 times, 160x90)."""
     o = SuiteOptions()
     if quick:
         o = SuiteOptions(scenes=("orbit", "bounce"), seeds=(0,), inconsistency=(0.0, 0.6), views=7, holdout=(1, 5),
-                         frames=4, size=(64, 64), panoptic_train_views=6, panoptic_frames="0:8:4", panoptic_scale=0.2)
+                         frames=4, size=(64, 64), panoptic_train_views=8, panoptic_frames="0:8:2", panoptic_scale=0.25)
     for k, v in overrides.items():
         if v is not None:
             setattr(o, k, v)
@@ -188,7 +196,8 @@ def panoptic_cases(o: SuiteOptions) -> list[Case]:
     train = load_grid(root, LoadOptions(views=chosen, frames=o.panoptic_frames, scale=o.panoptic_scale, split="train"))
     train.central_view = len(chosen) // 2  # the middle of the azimuth-ordered arc
     test = load_grid(root, LoadOptions(views=list(PANOPTIC_TEST_CAMERAS), frames=o.panoptic_frames, scale=o.panoptic_scale, split="test"))
-    case = Case(name="panoptic-basketball", train=train, tags={"scene": "basketball", "cameras": chosen})
+    case = Case(name="panoptic-basketball", train=train, tags={"scene": "basketball", "cameras": chosen},
+                tracks="rig", depth="mvs")
     case.eval_images = test.images
     case.eval_K = test.cameras.K
     case.eval_w2c = test.cameras.w2c

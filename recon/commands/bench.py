@@ -16,10 +16,13 @@ def bench(
     size: tuple[int, int] | None = None,
     frames: int | None = None,
     panoptic_root: Path | None = None,
+    panoptic_views: int | None = None,
+    panoptic_frames: str | None = None,
+    panoptic_scale: float | None = None,
     grids: tuple[Path, ...] = (),
     holdout: str | None = None,
-    tracks: str = "flow",
-    depth: str = "auto",
+    tracks: str | None = None,
+    depth: str | None = None,
     prune_iterations: int | None = None,
     deform_iterations: int | None = None,
     dust3r_repo: Path | None = None,
@@ -27,6 +30,7 @@ def bench(
     splatt3r_repo: Path | None = None,
     splatt3r_ckpt: Path | None = None,
     consistency: bool = True,
+    config: Path | None = None,
     device: str = "auto",
     seed: int = 0,
     overwrite: bool = False,
@@ -42,7 +46,8 @@ def bench(
         methods: Comma-separated: recon, no-prune, no-view-offsets, no-tracking, pointmap-init,
             dust3r, splatt3r. Dust3R / Splatt3R run only with a local clone and checkpoint.
         quick: CPU-sized run: synthetic = 2 scenes x 1 seed x (clean, inconsistent) at 64 px,
-            7 views (5 train + 2 held out), 4 times, the pipeline's default iterations. Sized for
+            7 views (5 train + 2 held out), 4 times, the pipeline's default iterations; panoptic = 8
+            training cameras, times 0, 2, 4, 6, 160x90, held-out test cameras 0 and 10. Sized for
             at most 15 minutes on 2 idle cores (5 in-house methods); measured times are in
             BENCHMARKS.md.
         scenes: Synthetic scenes, comma-separated (default orbit,bounce,twist,mixed; quick: orbit,bounce).
@@ -52,11 +57,16 @@ def bench(
         frames: Synthetic time steps (default 8; quick: 4).
         panoptic_root: Panoptic folder (default ../shared/data/panoptic_basketball next to the repo,
             or $RECON_SHARED_DATA/panoptic_basketball).
+        panoptic_views: Panoptic training cameras, those nearest the test cameras (default 8; all: 27).
+        panoptic_frames: Panoptic time steps, start:stop[:step] (default 0:16:4; quick: 0:8:2; all: 0:150).
+        panoptic_scale: Panoptic image scale (default 0.25, i.e. 160x90; full resolution: 1).
         grids: Grid paths for the generated / custom suites.
         holdout: Custom suite: comma-separated view indices held out for evaluation.
-        tracks: Tracking source of the tracking-initialised methods: flow (default, even on
-            synthetic grids), gt (exact synthetic tracks), auto.
+        tracks: Tracking source of the tracking-initialised methods: flow, rig (depth moved with
+            the given poses, calibrated wide-baseline rigs), gt (exact synthetic tracks), auto.
+            Default: the suite's (flow, even on synthetic grids; rig on panoptic).
         depth: Depth provider for tracking and pointmap-init: auto (GT on synthetic, MVS otherwise), gt, mvs.
+            Default: the suite's (auto; mvs on panoptic).
         prune_iterations: Override the pruning stage's iterations (default: the pipeline's, also with --quick:
             fewer steps cannot lower an opacity from its initial value past the prune threshold).
         deform_iterations: Override the deformation fit's iterations (default: the pipeline's).
@@ -65,6 +75,8 @@ def bench(
         splatt3r_repo: Local clone of btsmart/splatt3r.
         splatt3r_ckpt: Local Splatt3R checkpoint file.
         consistency: Also score the SfM consistency on suites with ground truth (always on without).
+        config: JSON file of pipeline overrides (as `recon reconstruct --config`), applied to every method
+            before its own switches.
         device: auto, cpu or cuda[:N].
         seed: Seed of the fits and random initialisations.
         overwrite: Allow writing into an existing non-empty OUT.
@@ -109,9 +121,20 @@ def bench(
         size=size,
         frames=frames,
         panoptic_root=panoptic_root,
+        panoptic_train_views=panoptic_views,
+        panoptic_frames=panoptic_frames,
+        panoptic_scale=panoptic_scale,
         grids=tuple(grids) or None,
         custom_holdout=_list(holdout, int, "--holdout"),
     )
+    overrides: dict = {}
+    if config is not None:
+        import json
+
+        from recon.pipeline import load_config_file
+
+        load_config_file(Path(config))  # checks the file: exists, JSON, known keys and types (InputError)
+        overrides = json.loads(Path(config).read_text())
     settings = BenchSettings(
         device=resolve_device(device),
         tracks=tracks,
@@ -120,6 +143,7 @@ def bench(
         deform_iterations=deform_iterations,
         seed=seed,
         consistency=consistency,
+        config=overrides,
     )
     adapters = {"dust3r": Dust3rAdapter(dust3r_repo, dust3r_ckpt), "splatt3r": Splatt3rAdapter(splatt3r_repo, splatt3r_ckpt)}
     with console.status("building cases"):

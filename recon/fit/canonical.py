@@ -12,11 +12,26 @@ cell (view i, time j) -- the ``viewmat`` that cell is rendered with.
 Canonical positions. A point's canonical position is its tracked position in the central frame
 where it is visible there, else its position in its seed keyframe mapped by ``inv(A_seed)``.
 
-View offsets. ``dp_i^v = inv(A_i)(points[:, i]) - canonical`` where the point is visible in frame
-i: the non-rigid remainder of the tracks after the rigid alignment, in canonical coordinates.
-Where it is not visible, the offset is interpolated (inverse-distance over the ``k`` nearest
-canonical neighbours that are visible in frame i), or zero when none is. Offsets are clipped to
-``offset_clip`` x the point's distance from the central camera so one bad track cannot throw a splat away.
+View offsets. The raw remainder ``r_i = inv(A_i)(points[:, i]) - canonical`` where the point is
+visible in frame i is the non-rigid part of the tracks after the rigid alignment, in canonical
+coordinates. It holds two things: the view's inconsistency (for a generator's views: a smooth,
+low-frequency warp; a small image homography is, to first order, a *linear* map of the points in
+that camera's frame) and tracking noise (flow errors, depth errors at edges: per point,
+uncorrelated). ``offset_model`` decides what dp_i^v keeps:
+
+* ``affine`` (default): per view, an affine function of the canonical position,
+  ``dp_i^v(x) = M_i x + b_i``, zero for the central view, whose frame *is* the canonical frame;
+  all views' warps are fitted jointly and robustly to every track's remainders
+  (:func:`fit_affine_warps`) and evaluated at every point, visible or not. Points anchored in a
+  non-central keyframe have that keyframe's warp removed from their canonical position. 12
+  numbers per view absorb a view's warp but not the per-point noise, which otherwise becomes
+  per-view geometry that fits the training views and moves the shared (canonical) geometry away
+  from what an unseen view sees.
+* ``free``: the raw remainder per point where visible; where not, interpolated (inverse-distance
+  over the ``k`` nearest canonical neighbours visible in frame i), or zero when none is.
+
+Offsets are clipped to ``offset_clip`` x the point's distance from the central camera so one bad
+track cannot throw a splat away.
 
 De-duplication. Tracks seeded in different keyframes can land on the same surface spot; points
 closer than ``merge_radius`` x the median neighbour spacing are merged (the earlier one -- the
@@ -52,6 +67,9 @@ class CanonicalConfig:
     """Merge points closer than this x the median neighbour spacing (0 disables)."""
     view_offsets: bool = True
     """Keep the tracked per-view offsets dp_i^v (False: zero offsets, the ablation)."""
+    offset_model: str = "affine"
+    """``affine`` (per view, a robust affine function of the canonical position) or ``free`` (per
+    point); see the module docstring."""
     offset_neighbours: int = 8
     """Neighbours used to interpolate offsets where a point is not visible."""
     offset_clip: float = 0.05
@@ -170,6 +188,88 @@ def fill_offsets(canon: np.ndarray, offsets: np.ndarray, visible: np.ndarray, k:
     return out
 
 
+OFFSET_MODELS = ("affine", "free")
+MIN_AFFINE_POINTS = 12
+"""Fewer supporting track relations for a view than this: its affine offset is zero."""
+
+
+class AffineWarps:
+    """Per-view affine warps ``dp_i^v(x) = [(x - mu) / span, 1] @ B[i]`` (``B [V, 4, 3]``) of
+    canonical positions, each evaluated inside the box of the points that supported its fit
+    (no linear extrapolation past the data, e.g. onto a far backdrop only other views saw)."""
+
+    def __init__(self, B: np.ndarray, mu: np.ndarray, span: float, lo: np.ndarray, hi: np.ndarray):
+        self.B, self.mu, self.span, self.lo, self.hi = B, mu, span, lo, hi
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Offsets ``[N, V, 3]`` at positions ``x [N, 3]``."""
+        x = np.asarray(x, np.float64)
+        out = np.zeros((len(x), len(self.B), 3))
+        for i in range(len(self.B)):
+            q = np.clip(x, self.lo[i], self.hi[i])
+            out[:, i] = np.c_[(q - self.mu) / self.span, np.ones(len(q))] @ self.B[i]
+        return out
+
+
+def fit_affine_warps(canon: np.ndarray, raw: np.ndarray, visible: np.ndarray, anchor: np.ndarray,
+                     fixed_view: int, iters: int = 20) -> AffineWarps:
+    """Robust joint fit of per-view affine warps from the tracks' remainders.
+
+    A point anchored in view ``k`` (its canonical position is its position in frame k) and
+    visible in view ``i != k`` measures ``warp_i(x) - warp_k(x) = raw[p, i]``, with
+    ``warp_{fixed_view} = 0`` (the central frame is the canonical frame). All these relations are
+    solved together (least squares in the 12 numbers per view), so a view far from the central one
+    is tied to it through its neighbours' tracks, not only through the few central tracks that
+    survive a long flow chain. Robust: tracks seeded on one surface and matched onto another (flow
+    errors at depth edges) give remainders 100x the inliers'. The fit starts from zero warps (a
+    consistent input) and iterates re-weighted least squares with Tukey's biweight
+    (``c = 4.685 s``, ``s`` = 1.4826 x the median residual norm), which gives gross outliers zero
+    weight. Views without relations get zero.
+
+    Args: ``canon [P, 3]``, ``raw [P, V, 3]`` (rigidly aligned position in frame i minus canonical),
+    ``visible [P, V]``, ``anchor [P]`` (the view each canonical position comes from).
+    """
+    P, V, _ = raw.shape
+    mu = canon.mean(0) if P else np.zeros(3)
+    span = max(float(np.abs(canon - mu).max()), 1e-12) if P else 1.0
+    B = np.zeros((V, 4, 3))
+    lo, hi = np.full((V, 3), np.inf), np.full((V, 3), -np.inf)
+    pp, ii = np.nonzero(visible & (np.arange(V)[None] != anchor[:, None]) & np.isfinite(raw).all(-1))
+    kk = anchor[pp]
+    free = [v for v in range(V) if v != fixed_view]
+    col = {v: n for n, v in enumerate(free)}
+    if len(pp) < MIN_AFFINE_POINTS or not free:
+        return AffineWarps(B, mu, span, np.zeros((V, 3)), np.zeros((V, 3)))
+    X = np.c_[(canon[pp] - mu) / span, np.ones(len(pp))]  # [n, 4]
+    D = np.zeros((len(pp), 4 * len(free)))
+    for v in free:
+        j = 4 * col[v]
+        D[ii == v, j:j + 4] += X[ii == v]
+        D[kk == v, j:j + 4] -= X[kk == v]
+    Y = raw[pp, ii]  # [n, 3]
+    theta = np.zeros((4 * len(free), 3))
+    w = np.ones(len(pp))
+    for _ in range(iters):
+        r = np.linalg.norm(Y - D @ theta, axis=1)
+        s = 1.4826 * max(float(np.median(r)), 1e-12)
+        w = np.clip(1.0 - (r / (4.685 * s)) ** 2, 0.0, None) ** 2
+        sw = np.sqrt(w)[:, None]
+        theta = np.linalg.lstsq(D * sw, Y * sw, rcond=None)[0]
+    r = np.linalg.norm(Y - D @ theta, axis=1)
+    s = 1.4826 * max(float(np.median(r)), 1e-12)
+    inlier = r <= 4.685 * s
+    for v in free:
+        B[v] = theta[4 * col[v]:4 * col[v] + 4]
+        sup = inlier & ((ii == v) | (kk == v))
+        if sup.sum() >= MIN_AFFINE_POINTS:
+            lo[v], hi[v] = canon[pp[sup]].min(0), canon[pp[sup]].max(0)
+        else:  # too little support: no warp for this view
+            B[v] = 0
+    lo[~np.isfinite(lo)] = 0.0
+    hi[~np.isfinite(hi)] = 0.0
+    return AffineWarps(B, mu, span, lo, hi)
+
+
 def build_canonical(grid: FrameGrid, tracks: Tracks, config: CanonicalConfig) -> Canonical:
     """Canonical splats, poses and view offsets from freeze-time ``tracks`` (see module docstring).
 
@@ -198,8 +298,20 @@ def build_canonical(grid: FrameGrid, tracks: Tracks, config: CanonicalConfig) ->
 
     aligned = np.stack([_inverse_rigid(A[i], pts[:, i]) for i in range(V)], 1)  # [P, V, 3]
     raw = aligned - canon[:, None]
+    if config.offset_model not in OFFSET_MODELS:
+        from recon.errors import InputError
+
+        raise InputError(f"unknown offset model {config.offset_model!r}; expected one of {', '.join(OFFSET_MODELS)}",
+                         field="canonical.offset_model")
     if config.view_offsets:
-        offsets = fill_offsets(canon, raw, vis, config.offset_neighbours)
+        if config.offset_model == "affine":
+            anc = anchor[keep]
+            warps = fit_affine_warps(canon, raw, vis, anc, fixed_view=c)
+            # a point anchored in another keyframe k carries k's warp in its canonical position: remove it
+            canon = canon - warps(canon)[np.arange(len(canon)), anc]
+            offsets = warps(canon)
+        else:
+            offsets = fill_offsets(canon, raw, vis, config.offset_neighbours)
         limit = config.offset_clip * np.linalg.norm(canon, axis=1)[:, None]
         norm = np.linalg.norm(offsets, axis=-1)
         offsets *= np.minimum(1.0, limit / np.maximum(norm, 1e-12))[..., None]

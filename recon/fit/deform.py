@@ -15,6 +15,26 @@ Gaussian scale, so the weights do not depend on the scene's units):
 * ``view_offset``: mean ``|correction|^2 / unit^2`` of the learnable part of dp_i^v -- it stays a
   small correction of the tracked offsets.
 
+The learnable correction of dp_i^v is constrained by ``view_correction`` (projected gradient: after
+every optimiser step it is projected onto the allowed set):
+
+* ``affine`` (default): per view an affine function of the canonical position (12 numbers per
+  view, least-squares projection), zero for the central view, whose frame is the canonical frame.
+  It can follow a view's smooth warp (the kind of inconsistency a generator makes; see
+  :mod:`recon.fit.canonical`) but not re-place single Gaussians per view. A free per-Gaussian,
+  per-view correction (``free``, 3 x P x V numbers) lets every training view be fitted on its own
+  -- training PSNR rises while the shared geometry that an unseen view sees gets worse (measured
+  in BENCHMARKS.md) -- and the seed predicts dp_i^v from tracking rather than optimising it freely.
+* ``centred``: any per-Gaussian, per-view correction that sums to zero over the training views
+  (the shared geometry is their consensus);
+* ``free``: any per-Gaussian, per-view correction (only the regulariser keeps it small).
+
+After the joint fit, ``view_residual`` x ``iterations`` more steps optimise a free per-Gaussian,
+per-view residual of the correction alone, with every shared parameter (positions, colours, opacities,
+scales, MLP) frozen: a training view at a time it was not fitted on (same camera) gets the
+view-specific detail back, while the shared 4D geometry -- what an unseen view and the exported
+.ply show -- is exactly that of the joint fit.
+
 Optional pruning during the fit: every ``prune_every`` steps, Gaussians with opacity below
 ``prune_opacity`` are removed (Adam moments of the rest are kept). Densification is not done:
 the tracks already give a dense point set at the input resolution.
@@ -25,6 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -58,6 +79,16 @@ class DeformConfig:
     """Learnable view-offset correction, in units of the scene radius."""
     learn_view_offsets: bool = True
     """Optimise a correction of the tracked dp_i^v (regularised by ``view_offset_reg``)."""
+    view_correction: str = "affine"
+    """What the learned correction may be during the joint fit: ``affine`` (per view, in the
+    canonical position; the central view's is zero), ``centred`` (per Gaussian and view, summing
+    to zero over the training views) or ``free`` (per Gaussian and view). See the module docstring."""
+    view_residual: float = 0.2
+    """Length of the phase after the joint fit that optimises only a free per-Gaussian, per-view
+    residual of the correction, everything shared frozen, as a fraction of ``iterations`` (0: none;
+    0.2 of the default 1000: 200 steps). See the module docstring."""
+    lr_view_residual: float = 1e-4
+    """Learning rate of the residual phase, in units of the scene radius."""
     view_offset_reg: float = 0.01
     time_smooth_reg: float = 0.01
     ssim_weight: float = 0.2
@@ -83,9 +114,45 @@ def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformCo
                         config.mlp_width, config.mlp_depth, learn_view_offsets=config.learn_view_offsets and view_offsets)
     to_world = torch.eye(4)
     if grid.cameras.w2c is not None:
-        to_world = torch.linalg.inv(torch.from_numpy(grid.cameras.w2c[int(grid.central_view), grid.ref_time])).float()
+        to_world = torch.linalg.inv(torch.from_numpy(np.array(grid.cameras.w2c[int(grid.central_view), grid.ref_time]))).float()
     splats = type(canonical.splats)(*(v for v in canonical.splats.tensors().values()))
     return DeformableScene(splats, field, canonical.poses, torch.from_numpy(grid.cameras.K).float(), t, (grid.height, grid.width), to_world)
+
+
+VIEW_CORRECTIONS = ("affine", "centred", "free")
+
+
+@torch.no_grad()
+def project_affine(correction: Tensor, means: Tensor, fixed_view: int | None = None) -> Tensor:
+    """Least-squares projection of ``correction [P, V, 3]`` onto per-view affine functions of the
+    positions ``means [P, 3]`` (``[x - mu, 1] @ B_v``), with view ``fixed_view`` set to zero.
+    Returns a new tensor; a projection: applying it twice changes nothing."""
+    P, V, _ = correction.shape
+    out = torch.zeros_like(correction)
+    if P < 4:
+        return out
+    x = means.detach().double()
+    mu = x.mean(0)
+    span = (x - mu).abs().max().clamp_min(1e-12)
+    X = torch.cat([(x - mu) / span, torch.ones(P, 1, dtype=x.dtype, device=x.device)], 1)  # [P, 4]
+    Y = correction.detach().double().reshape(P, V * 3)
+    B = torch.linalg.lstsq(X, Y).solution  # [4, V*3]
+    out = (X @ B).reshape(P, V, 3).to(correction.dtype)
+    if fixed_view is not None and 0 <= fixed_view < V:
+        out[:, fixed_view] = 0
+    return out
+
+
+@torch.no_grad()
+def project_centred(correction: Tensor, views: list[int]) -> Tensor:
+    """Remove, per Gaussian, the mean of ``correction [P, V, 3]`` over ``views`` from those views:
+    the learned corrections of the training views then sum to zero, so the shared (canonical)
+    geometry is their consensus. A projection (applying it twice changes nothing)."""
+    out = correction.detach().clone()
+    if views:
+        idx = torch.as_tensor(sorted(set(views)), device=out.device)
+        out[:, idx] -= out[:, idx].mean(1, keepdim=True)
+    return out
 
 
 def fit_deform(
@@ -105,6 +172,11 @@ def fit_deform(
     """
     if not train_cells:
         raise ValueError("no training cells")
+    if config.view_correction not in VIEW_CORRECTIONS:
+        from recon.errors import InputError
+
+        raise InputError(f"unknown view correction {config.view_correction!r}; expected one of {', '.join(VIEW_CORRECTIONS)}",
+                         field="deform.view_correction")
     g = torch.Generator().manual_seed(seed)
     scene.splats.to(device)
     scene.field.to(device)
@@ -122,6 +194,17 @@ def fit_deform(
     if field.learn_view_offsets:
         groups.append({"params": [field.view_correction], "lr": config.lr_view_correction * radius, "name": "view"})
     opt = torch.optim.Adam(groups, eps=1e-15)
+    mode = config.view_correction if field.learn_view_offsets else None
+    central = int(grid.central_view)
+    trained_views = sorted({i for i, _ in train_cells})
+
+    def project() -> None:  # projected gradient: keep the correction in its allowed set
+        if mode == "affine":
+            field.view_correction.data.copy_(project_affine(field.view_correction, sp.means, central))
+        elif mode == "centred":
+            field.view_correction.data.copy_(project_centred(field.view_correction, trained_views))
+
+    project()
 
     ref_cells = [c for c in train_cells if c[1] == grid.ref_time]
     warm = min(config.warmup, config.iterations) if ref_cells else 0
@@ -153,14 +236,54 @@ def fit_deform(
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
+        project()
         if step % 10 == 0 or step == len(batches) - 1:
             trace.append(float(loss.detach()))
         if config.prune_every > 0 and step > 0 and step % config.prune_every == 0 and step < 0.8 * len(batches):
             pruned_total += _prune(scene, opt, sp.opacities().detach() >= config.prune_opacity)
         if progress is not None:
             progress(step + 1, len(batches), float(loss.detach()))
+    residual = _fit_view_residual(scene, grid, train_cells, config, images, unit, g, backend, device,
+                                  None if progress is None else lambda k, n, l: progress(len(batches) + k, len(batches) + n, l))
+    if residual:
+        trace += residual
     return {"loss_first": trace[0], "loss_last": trace[-1], "loss_trace_every_10": trace, "gaussians": sp.num,
-            "pruned_during_fit": pruned_total, "warmup_steps": warm, "steps": len(batches)}
+            "pruned_during_fit": pruned_total, "warmup_steps": warm, "steps": len(batches),
+            "view_residual_steps": int(round(config.view_residual * config.iterations)) if residual else 0}
+
+
+def _fit_view_residual(scene: DeformableScene, grid: FrameGrid, train_cells: list[tuple[int, int]], config: DeformConfig,
+                       images: Tensor, unit: float, g: torch.Generator, backend: str, device: torch.device,
+                       progress: Callable[[int, int, float], None] | None) -> list[float]:
+    """The per-view residual phase (see module docstring); returns its loss trace (every 10 steps)."""
+    field, sp = scene.field, scene.splats
+    steps = int(round(config.view_residual * config.iterations))
+    if not field.learn_view_offsets or steps <= 0:
+        return []
+    batches = time_batches(train_cells, steps, config.cells_per_step, g)
+    shared = [sp.means, sp.colors, sp.opacity_logits, sp.log_scales, *field.mlp.parameters()]
+    flags = [p.requires_grad for p in shared]
+    for p in shared:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam([field.view_correction], lr=config.lr_view_residual * float(field.radius), eps=1e-15)
+    trace: list[float] = []
+    try:
+        for step, batch in enumerate(batches):
+            rgb, _, _, _ = scene.render(batch, backend=backend)
+            target = images[[i for i, _ in batch], [j for _, j in batch]].to(device)
+            loss = photometric_loss(rgb, target, config.ssim_weight)
+            total = loss + config.view_offset_reg * (field.view_correction / unit).pow(2).sum(-1).mean()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            if step % 10 == 0 or step == len(batches) - 1:
+                trace.append(float(loss.detach()))
+            if progress is not None:
+                progress(step + 1, len(batches), float(loss.detach()))
+    finally:
+        for p, f in zip(shared, flags):
+            p.requires_grad_(f)
+    return trace
 
 
 def _prune(scene: DeformableScene, opt: torch.optim.Adam, keep: Tensor) -> int:

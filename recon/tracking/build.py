@@ -58,9 +58,11 @@ def build_tracks(
         grid: the frame grid (at least 2 views).
         depth: depth provider for ``flow`` tracks: ``auto`` (``gt`` when ``extras["depth"]``
             exists, else ``mvs``) | ``gt`` | ``mvs`` | ``file`` (see :mod:`recon.tracking.depth`).
-        tracks: ``auto`` (``gt`` when synthetic surfaces exist, else ``flow``) | ``gt`` (exact,
+        tracks: ``auto`` (``gt`` when synthetic surfaces exist, else ``flow``; on a grid with camera
+            poses, ``rig`` when flow cannot relate neighbouring views) | ``gt`` (exact,
             synthetic grids) | ``flow`` (DIS optical flow lifted by depth) | ``rig`` (depth lifted
-            and moved with the given camera poses, for calibrated wide-baseline rigs) | ``file`` (``tracks_path``,
+            and moved with the given camera poses, for calibrated wide-baseline rigs; MVS depth then
+            takes its sweep range from the rig geometry) | ``file`` (``tracks_path``,
             see :mod:`recon.tracking.trackio`).
         tracks_path: tracks file for ``tracks="file"``.
         depth_path: depth file/folder for ``depth="file"``.
@@ -76,6 +78,15 @@ def build_tracks(
         ``time_points [P, T, 3]`` in the central camera's coordinates at each time.
     """
     source = resolve_track_source(grid, tracks)
+    if tracks == "auto" and source == "flow" and grid.cameras.w2c is not None:
+        # calibrated grid: when flow cannot relate neighbouring freeze-time views (wide baselines, or
+        # frames too small for DIS, e.g. the 32x32 grids of `recon generate`), the given poses do
+        try:
+            return build_tracks(grid, depth, "flow", tracks_path, depth_path, keyframes, stride, device, with_time)
+        except InputError as e:
+            if e.field != "tracks":
+                raise
+        return build_tracks(grid, depth, "rig", tracks_path, depth_path, keyframes, stride, device, with_time)
     if source == "file":
         if tracks_path is None:
             raise InputError("tracks='file' needs a tracks path", field="tracks_path")
@@ -97,7 +108,11 @@ def build_tracks(
         from recon.tracking.cameras import estimate_cameras
 
         w2c = estimate_cameras(grid).w2c
-    d = estimate_depth(grid, [(v, r) for v in range(V)], provider=depth, device=device, path=depth_path, w2c=w2c)
+    # rig tracks are for calibrated wide-baseline rigs, where flow between neighbouring views finds
+    # only spurious matches: MVS then bounds its sweep by the rig geometry, not by triangulated flow
+    mvs_range = "rig" if source == "rig" and V >= 3 else "auto"
+    d = estimate_depth(grid, [(v, r) for v in range(V)], provider=depth, device=device, path=depth_path, w2c=w2c,
+                       mvs_range=mvs_range)
     if source == "rig":
         from recon.tracking.gt import rig_tracks
 

@@ -65,6 +65,7 @@ def estimate_depth(
     path: str | os.PathLike | None = None,
     kind: str | None = None,
     w2c: np.ndarray | None = None,
+    mvs_range: str = "auto",
 ) -> torch.Tensor:
     """Z-depth of the given grid cells.
 
@@ -77,6 +78,8 @@ def estimate_depth(
         kind: ``metric`` | ``relative`` | ``disparity`` for ``file`` (default: ``depth.json`` or metric).
         w2c: optional ``[V, T, 4, 4]`` or ``[V, 4, 4]`` world-to-camera poses to use instead of the
             grid's (e.g. from :func:`recon.tracking.cameras.estimate_cameras`); MVS needs poses.
+        mvs_range: how MVS bounds its sweep: ``auto`` (flow triangulation, rig fallback) or ``rig``
+            (rig geometry only; calibrated wide-baseline rigs), see :mod:`recon.tracking.mvs`.
 
     Returns:
         float32 ``[len(cells), H, W]`` on ``device``, 0 where depth is unknown.
@@ -88,7 +91,7 @@ def estimate_depth(
     if provider == "mvs":
         from recon.tracking.mvs import mvs_depth
 
-        return mvs_depth(grid, cells, device=device, w2c=w2c)
+        return mvs_depth(grid, cells, device=device, w2c=w2c, depth_range=mvs_range)
     if path is None:
         raise InputError("the 'file' depth provider needs a depth path", field="depth_path")
     depth, file_kind = read_depth_file(grid, cells, path)
@@ -99,7 +102,7 @@ def estimate_depth(
     if kind != "metric":
         from recon.tracking.mvs import mvs_depth
 
-        anchor = mvs_depth(grid, cells, device=torch.device("cpu"), w2c=w2c)
+        anchor = mvs_depth(grid, cells, device=torch.device("cpu"), w2c=w2c, depth_range=mvs_range)
         depth = torch.stack([align_scale_shift(depth[i], anchor[i], kind, source=f"{path} cell {c}") for i, c in enumerate(cells)])
     return depth.to(device)
 

@@ -2,8 +2,11 @@
 
 For a reference frame (view v, time t) and its neighbouring views at the same time:
 
-1. depth range: DIS-flow correspondences with the nearest neighbour, triangulated with the known
-   poses; the 2nd-98th percentile of their depths, widened by :data:`RANGE_MARGIN`;
+1. depth range (``depth_range="auto"``): DIS-flow correspondences with the nearest neighbour,
+   triangulated with the known poses; the 2nd-98th percentile of their depths, widened by
+   :data:`RANGE_MARGIN` (too few matches: the rig range below). ``depth_range="rig"``: from the
+   rig geometry alone (:func:`_rig_depth_range`), for calibrated wide-baseline rigs where flow
+   between neighbours finds only spurious matches whose triangulation gives a wrong range;
 2. sweep: :data:`NUM_DEPTHS` fronto-parallel planes uniform in inverse depth; each neighbour is
    warped onto the reference through each plane (``grid_sample``), and the photometric cost is
    zero-mean normalised cross-correlation (ZNCC) of grey levels over :data:`WINDOW` x :data:`WINDOW`
@@ -38,6 +41,8 @@ RANGE_MARGIN = (0.7, 10.0)
 """Sweep range = (0.7 x 2nd percentile, 10 x 98th percentile) of the triangulated depths: far,
 low-parallax surfaces (a backdrop) rarely survive the flow check, and planes are uniform in inverse
 depth, so a far limit costs few planes."""
+DEPTH_RANGES = ("auto", "rig")
+"""How the sweep range is found: ``auto`` (flow triangulation, rig fallback) or ``rig`` (rig geometry only)."""
 RIG_RANGE = (0.3, 2.5)
 """Fallback sweep range as multiples of the rig focus depth (see ``_rig_depth_range``)."""
 
@@ -222,12 +227,16 @@ def mvs_depth(
     w2c: np.ndarray | None = None,
     neighbours: int = NEIGHBOURS,
     num_depths: int = NUM_DEPTHS,
+    depth_range: str = "auto",
 ) -> torch.Tensor:
     """Plane-sweep depth of the given cells (see module docstring): float32 ``[N, H, W]`` on
-    ``device``, z-depth in the poses' units, 0 where invalid. Needs at least 2 views."""
+    ``device``, z-depth in the poses' units, 0 where invalid. Needs at least 2 views.
+    ``depth_range``: ``auto`` or ``rig`` (see module docstring)."""
     V, T, H, W = grid.shape
     if V < 2:
         raise InputError(f"grid has {V} view; multi-view stereo needs at least 2", grid.source, "images")
+    if depth_range not in DEPTH_RANGES:
+        raise InputError(f"unknown MVS depth range {depth_range!r}; expected one of {', '.join(DEPTH_RANGES)}", field="depth_range")
     poses = _poses(grid, w2c)
     K = grid.cameras.K
     raw: dict[Cell, torch.Tensor] = {}
@@ -235,7 +244,7 @@ def mvs_depth(
     def raw_depth(v: int, t: int) -> torch.Tensor:
         if (v, t) not in raw:
             nb = _neighbours(v, V, neighbours, poses, t)
-            rng = _depth_range(grid, v, nb[0], t, poses)
+            rng = _rig_depth_range(v, t, poses) if depth_range == "rig" else _depth_range(grid, v, nb[0], t, poses)
             rel = [poses[n, t] @ np.linalg.inv(poses[v, t]) for n in nb]
             d, _ = sweep(
                 _gray(grid.images[v, t], device),
