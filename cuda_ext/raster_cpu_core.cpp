@@ -26,58 +26,58 @@
 namespace recon {
 namespace cpu {
 
-// Binning jobs: (camera, band of tile rows). Each job walks all of its camera's splats and handles the
-// tiles of its band only, so a single camera still uses every thread (a splat spans few bands, so the
-// repeated walk is cheap next to the compositing).
-namespace {
-struct BinJobs {
-  int bands, rows_per_band;
-};
-BinJobs bin_jobs(const Frame& f, int threads) {
-  const int bands = f.C >= threads ? 1 : std::min(f.tiles_y, 2 * ((threads + f.C - 1) / f.C));
-  return BinJobs{bands, (f.tiles_y + bands - 1) / bands};
-}
-}  // namespace
-
+// Binning is a stable parallel counting sort: the front-to-back list of (camera, splat) pairs is cut
+// into one contiguous chunk per thread; each chunk counts its entries per tile, the counts give every
+// chunk its own cursor per tile (after all earlier chunks' entries), and each chunk then writes its
+// entries in order. Every tile list comes out front to back, each splat is read once per pass, and a
+// single camera uses every thread.
 void bin_tiles(const Frame& f, const int32_t* bbox, const int32_t* order, std::vector<int64_t>& offsets,
                std::vector<int32_t>& ids, int threads) {
-  offsets.assign(static_cast<size_t>(f.C) * f.n_tiles + 1, 0);
-  int64_t* counts = offsets.data() + 1;
-  const BinJobs jobs = bin_jobs(f, threads);
-  const int n_jobs = f.C * jobs.bands;
+  const int64_t total = static_cast<int64_t>(f.C) * f.N, n_bins = static_cast<int64_t>(f.C) * f.n_tiles;
+  const int chunks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, total / 4096)));
+  std::vector<int64_t> counts(static_cast<size_t>(chunks) * n_bins, 0);  // [chunk][camera * n_tiles + tile]
+  // calls visit(bin) for every tile of the k-th pair of the list
+  auto for_tiles = [&](int64_t k, auto&& visit) {
+    const int c = static_cast<int>(k / f.N);
+    const int n = order[k];
+    const int32_t* b = bbox + (static_cast<int64_t>(c) * f.N + n) * 4;
+    if (b[2] <= b[0] || b[3] <= b[1]) return;
+    const int tx1 = (b[2] + kTileSize - 1) / kTileSize, ty1 = (b[3] + kTileSize - 1) / kTileSize;
+    const int64_t base = static_cast<int64_t>(c) * f.n_tiles;
+    for (int ty = b[1] / kTileSize; ty < ty1; ++ty)
+      for (int tx = b[0] / kTileSize; tx < tx1; ++tx) visit(base + ty * f.tiles_x + tx, n);
+  };
+  auto chunk_range = [&](int ch, int64_t& lo, int64_t& hi) {
+    lo = total * ch / chunks;
+    hi = total * (ch + 1) / chunks;
+  };
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int job = 0; job < n_jobs; ++job) {
-    const int c = job / jobs.bands, row0 = (job % jobs.bands) * jobs.rows_per_band;
-    const int row1 = std::min(f.tiles_y, row0 + jobs.rows_per_band);
-    int64_t* cam_counts = counts + static_cast<int64_t>(c) * f.n_tiles;
-    for (int n = 0; n < f.N; ++n) {
-      const int32_t* b = bbox + (static_cast<int64_t>(c) * f.N + n) * 4;
-      if (b[2] <= b[0] || b[3] <= b[1]) continue;
-      const int ty0 = std::max(b[1] / kTileSize, row0), ty1 = std::min((b[3] + kTileSize - 1) / kTileSize, row1);
-      const int tx1 = (b[2] + kTileSize - 1) / kTileSize;
-      for (int ty = ty0; ty < ty1; ++ty)
-        for (int tx = b[0] / kTileSize; tx < tx1; ++tx) cam_counts[ty * f.tiles_x + tx]++;
+  for (int ch = 0; ch < chunks; ++ch) {
+    int64_t lo, hi;
+    chunk_range(ch, lo, hi);
+    int64_t* cnt = counts.data() + static_cast<int64_t>(ch) * n_bins;
+    for (int64_t k = lo; k < hi; ++k) for_tiles(k, [&](int64_t bin, int) { cnt[bin]++; });
+  }
+  // offsets[bin] = entries of all earlier bins; counts become each chunk's cursor inside its bin
+  offsets.assign(static_cast<size_t>(n_bins) + 1, 0);
+  int64_t running = 0;
+  for (int64_t bin = 0; bin < n_bins; ++bin) {
+    offsets[bin] = running;
+    for (int ch = 0; ch < chunks; ++ch) {
+      int64_t& cnt = counts[static_cast<int64_t>(ch) * n_bins + bin];
+      const int64_t n = cnt;
+      cnt = running;
+      running += n;
     }
   }
-  for (size_t i = 1; i < offsets.size(); ++i) offsets[i] += offsets[i - 1];
-  ids.resize(static_cast<size_t>(offsets.back()));
+  offsets[n_bins] = running;
+  ids.resize(static_cast<size_t>(running));
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int job = 0; job < n_jobs; ++job) {
-    const int c = job / jobs.bands, row0 = (job % jobs.bands) * jobs.rows_per_band;
-    const int row1 = std::min(f.tiles_y, row0 + jobs.rows_per_band);
-    if (row0 >= row1) continue;
-    // cursors of this band's tiles (rows [row0, row1) of camera c)
-    std::vector<int64_t> cursor(offsets.begin() + static_cast<int64_t>(c) * f.n_tiles + row0 * f.tiles_x,
-                                offsets.begin() + static_cast<int64_t>(c) * f.n_tiles + row1 * f.tiles_x);
-    for (int k = 0; k < f.N; ++k) {
-      const int n = order[static_cast<int64_t>(c) * f.N + k];
-      const int32_t* b = bbox + (static_cast<int64_t>(c) * f.N + n) * 4;
-      if (b[2] <= b[0] || b[3] <= b[1]) continue;
-      const int ty0 = std::max(b[1] / kTileSize, row0), ty1 = std::min((b[3] + kTileSize - 1) / kTileSize, row1);
-      const int tx1 = (b[2] + kTileSize - 1) / kTileSize;
-      for (int ty = ty0; ty < ty1; ++ty)
-        for (int tx = b[0] / kTileSize; tx < tx1; ++tx) ids[cursor[(ty - row0) * f.tiles_x + tx]++] = n;
-    }
+  for (int ch = 0; ch < chunks; ++ch) {
+    int64_t lo, hi;
+    chunk_range(ch, lo, hi);
+    int64_t* cursor = counts.data() + static_cast<int64_t>(ch) * n_bins;
+    for (int64_t k = lo; k < hi; ++k) for_tiles(k, [&](int64_t bin, int n) { ids[cursor[bin]++] = n; });
   }
 }
 
