@@ -4,8 +4,8 @@
 // sorted without a per-tile sort. Inside a tile the loop is splat-major: each splat visits only
 // the pixels of its footprint box within the tile, one 4 x 2 (8 lanes) or 4 x 4 (16 lanes, AVX-512)
 // block of pixels at a time (SIMD lanes; lanes outside the box are masked), updating per-pixel state
-// (transmittance, colour, depth);
-// the tile stops once every pixel has hit the transmittance floor.
+// (transmittance, colour, depth); the tile stops once every pixel has hit the transmittance floor.
+// The tile kernels themselves are in raster_cpu_tile.h; this file bins, dispatches and reduces.
 // The backward walks each tile's list back to front, recovering T_i = T_{i+1} / (1 - alpha_i)
 // from the saved final transmittance (no per-pixel lists are stored), writes each
 // (tile, splat) entry's gradient into its own slot, then sums the slots per splat

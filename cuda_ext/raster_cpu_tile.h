@@ -1,11 +1,12 @@
 // The per-tile compositing kernels (forward and backward) as a template on the SIMD width L. Internal to
-// the CPU kernels: included by raster_cpu_core.cpp (L = 8, baseline and AVX2 builds) and by
-// raster_cpu_v4.cpp (L = 16, compiled for AVX-512 under `#pragma GCC target`). Everything here has
-// internal linkage, so each translation unit keeps its own instruction set.
+// the CPU kernels: included by raster_cpu_core.cpp (L = 8, baseline build) and, through
+// raster_cpu_level.inc, by raster_cpu_v3.cpp (L = 8, AVX2) and raster_cpu_v4.cpp (L = 16, AVX-512),
+// each compiled under its own `#pragma GCC target`. Everything here has internal linkage, so each
+// translation unit keeps its own instruction set.
 //
-// (Why a second translation unit rather than a target attribute on one function: GCC lowers the
-// vector comparisons of an always-inline callee for the callee's own, baseline target before inlining,
-// which turns every 16-lane compare into 16 scalar ones.)
+// (Why translation units rather than a target attribute on one function: GCC lowers the vector
+// comparisons of an always-inline callee for the callee's own, baseline target before inlining, which
+// turns every 16-lane compare into 16 scalar ones.)
 #ifndef RECON_RASTER_CPU_TILE_H_
 #define RECON_RASTER_CPU_TILE_H_
 
