@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RECON_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -14,3 +15,13 @@ def panoptic_root() -> Path:
     if not (PANOPTIC / "train_meta.json").is_file():
         pytest.skip(f"real data not present at {PANOPTIC}")
     return PANOPTIC
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread is faster than two and does not fight other work on the machine.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

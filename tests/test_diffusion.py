@@ -18,13 +18,7 @@ from recon.diffusion.sync import HardSync, LearnedSync, SoftSync, soft_weight
 from recon.diffusion.train import flow_loss
 from recon.errors import InputError
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two and does not fight other work on the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(height=8, width=8, patch_size=4, width_dim=16, heads=2, depth=3, mlp_ratio=2.0, max_views=3, max_times=4)

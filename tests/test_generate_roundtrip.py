@@ -11,18 +11,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from recon.cli import main
 from recon.errors import InputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _posed_grid_without_ground_truth():
