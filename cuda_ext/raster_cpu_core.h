@@ -78,8 +78,8 @@ std::string cpu_kernel(const std::string& request);
 std::vector<std::string> cpu_kernels_supported();
 
 // The x86-64 level builds of the tile kernels (raster_cpu_v3.cpp, raster_cpu_v4.cpp): call only when
-// available() and the CPU supports that level.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RECON_NO_CLONES)
+// available() and the CPU supports that level. -DRECON_NO_X86_LEVELS builds the baseline only.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RECON_NO_X86_LEVELS)
 #define RECON_X86_LEVELS 1
 #else
 #define RECON_X86_LEVELS 0

@@ -140,10 +140,10 @@ struct Kernel {
       if (!footprint(in.bbox + g * 4, x0, y0, f, mx, my, fp)) continue;
       const float ca = in.conics[g * 3], cb = in.conics[g * 3 + 1], cc = in.conics[g * 3 + 2];
       const float o = in.opacities[g], z = in.depths[g];
-      float col[DC > 0 ? DC : 1];  // the splat's colour, copied so the compiler keeps it out of memory
-      const float* col_g = in.colors + g * D;
-      if (DC > 0)
-        for (int d = 0; d < DC; ++d) col[d] = col_g[d];
+      // the splat's colour: with DC = 3 a local copy the compiler keeps in registers
+      float col_local[DC > 0 ? DC : 1];
+      for (int d = 0; d < DC; ++d) col_local[d] = in.colors[g * D + d];
+      const float* col = DC > 0 ? col_local : in.colors + g * D;
       const vi kk = S::splat_i(static_cast<int32_t>(k));
       vi stops = S::splat_i(0);
       for (int br = fp.br0; br <= fp.br1; ++br) {
@@ -173,7 +173,7 @@ struct Kernel {
           S::store_i(done + p, dn | stop);
           for (int d = 0; d < D; ++d) {
             float* ad = acc + d * kTilePixels + p;
-            S::store(ad, S::load(ad) + w * (DC > 0 ? col[DC > 0 ? d : 0] : col_g[d]));
+            S::store(ad, S::load(ad) + w * col[d]);
           }
           stops -= stop;  // masks are -1: this counts the lanes that stopped
         }
@@ -245,10 +245,10 @@ struct Kernel {
       }
       const float ca = in.conics[g * 3], cb = in.conics[g * 3 + 1], cc = in.conics[g * 3 + 2];
       const float o = in.opacities[g], z = in.depths[g];
-      float col[DC > 0 ? DC : 1];
-      const float* col_g = in.colors + g * D;
-      if (DC > 0)
-        for (int d = 0; d < DC; ++d) col[d] = col_g[d];
+      // the splat's colour: with DC = 3 a local copy the compiler keeps in registers
+      float col_local[DC > 0 ? DC : 1];
+      for (int d = 0; d < DC; ++d) col_local[d] = in.colors[g * D + d];
+      const float* col = DC > 0 ? col_local : in.colors + g * D;
       const vi kk = S::splat_i(static_cast<int32_t>(k));
       // dL/dq sums: s_x = sum g_q dx, s_y = sum g_q dy, s_xx = sum g_q dx^2, s_xy = sum g_q dx dy,
       // s_yy = sum g_q dy^2, from which the conic and mean gradients follow once per entry. Inside a
@@ -281,7 +281,7 @@ struct Kernel {
           // dL/dalpha_i = sum_ch g (T_i c_i - rest_i / (1 - alpha_i)) + g_A T_final / (1 - alpha_i)
           vf g_a = zero;
           for (int d = 0; d < D; ++d) {
-            const float cd = DC > 0 ? col[DC > 0 ? d : 0] : col_g[d];
+            const float cd = col[d];
             float* rc = rest_c + d * kTilePixels + p;
             const vf gc = S::load(g_c + d * kTilePixels + p);
             const vf r = S::load(rc);

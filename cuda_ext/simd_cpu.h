@@ -38,7 +38,6 @@ struct Vectors<16> {
 
 template <int L>
 struct Simd {
-  static constexpr int kLanes = L;
   using vf = typename Vectors<L>::vf;
   using vi = typename Vectors<L>::vi;  // lane masks: -1 true, 0 false
   using vf_half = typename Vectors<L>::vf_half;
