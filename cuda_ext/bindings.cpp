@@ -38,13 +38,18 @@ std::vector<at::Tensor> composite_backward(const at::Tensor& means2d, const at::
                                            const at::Tensor& g_rgb, const at::Tensor& g_alpha,
                                            const at::Tensor& g_depth, int64_t width, int64_t height) {
   const bool cuda = means2d.is_cuda();
-  check_inputs({means2d, conics, opacities, colors, depths, bbox, t_final, last, tile_offsets, tile_ids, g_rgb,
-                g_alpha, g_depth},
-               cuda);
+  check_inputs({means2d, conics, opacities, colors, depths, bbox, t_final, last, tile_offsets, tile_ids}, cuda);
+  // upstream gradients: any strides on the CPU (an expanded gradient is read in place)
+  for (const auto* g : {&g_rgb, &g_alpha, &g_depth}) {
+    TORCH_CHECK(g->is_cuda() == cuda, "recon._C: all inputs must be on the same device");
+    TORCH_CHECK(g->dim() == 4 && g->size(0) == colors.size(0) && g->size(1) == height && g->size(2) == width,
+                "recon._C: upstream gradients must be [C, H, W, *]");
+  }
   if (cuda) {
 #ifdef RECON_WITH_CUDA
     return composite_backward_cuda(means2d, conics, opacities, colors, depths, bbox, t_final, last, tile_offsets,
-                                   tile_ids, g_rgb, g_alpha, g_depth, width, height);
+                                   tile_ids, g_rgb.contiguous(), g_alpha.contiguous(), g_depth.contiguous(), width,
+                                   height);
 #else
     TORCH_CHECK(false, "recon._C was built without CUDA kernels");
 #endif

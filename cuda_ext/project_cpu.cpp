@@ -44,22 +44,29 @@ struct Proj {
   bool in_front;
 };
 
-// Camera-independent per-splat values, computed once.
+// Slightly above exp(kMahalanobisMax / 2): from there on 2 ln(255 o) >= kMahalanobisMax for certain (with a
+// margin far above float rounding), so the clamped footprint cut is kMahalanobisMax without the log.
+const float kOpaqueCut = std::exp(0.5f * recon::kMahalanobisMax) * 1.0001f;
+
+// Camera-independent per-splat values (computed once per splat when there are several cameras).
 struct SplatConst {
   float s2;     // exp(2 log_scale)
   float o;      // sigmoid(opacity_logit)
   float q_max;  // footprint cut on q: min(9, 2 ln(255 o)), >= 0
 };
 
-std::vector<SplatConst> splat_constants(const float* log_scales, const float* logits, int N, int threads) {
-  std::vector<SplatConst> out(N);
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int n = 0; n < N; ++n) {
-    const float o = 1.0f / (1.0f + std::exp(-logits[n]));
-    const float q = 2.0f * std::log(255.0f * std::max(o, recon::kAlphaMin));
-    out[n] = SplatConst{std::exp(2.0f * log_scales[n]), o, std::min(std::max(q, 0.0f), recon::kMahalanobisMax)};
-  }
-  return out;
+inline SplatConst splat_constant(float log_scale, float logit) {
+  const float o = 1.0f / (1.0f + std::exp(-logit));
+  // 2 ln(255 o) >= kMahalanobisMax exactly when 255 o >= exp(kMahalanobisMax / 2): skip the log there
+  const float q = 255.0f * o >= kOpaqueCut ? recon::kMahalanobisMax
+                                           : std::min(std::max(2.0f * std::log(255.0f * std::max(o, recon::kAlphaMin)), 0.0f),
+                                                      recon::kMahalanobisMax);
+  return SplatConst{std::exp(2.0f * log_scale), o, q};
+}
+
+// The backward needs no footprint cut (q_max left 0).
+inline SplatConst splat_scale_opacity(float log_scale, float logit) {
+  return SplatConst{std::exp(2.0f * log_scale), 1.0f / (1.0f + std::exp(-logit)), 0.0f};
 }
 
 inline Proj project_one(const Camera& cam, const float* m, float s2) {
@@ -129,54 +136,62 @@ std::vector<at::Tensor> project_forward_cpu(const at::Tensor& means, const at::T
   at::Tensor means2d = at::empty({C, N, 2}, fopt), conics = at::empty({C, N, 3}, fopt);
   at::Tensor opacities = at::empty({C, N}, fopt), depths = at::empty({C, N}, fopt);
   at::Tensor bbox = at::empty({C, N, 4}, fopt.dtype(at::kInt)), radii = at::empty({C, N}, fopt.dtype(at::kInt));
-  at::Tensor order = at::empty({C, N}, fopt.dtype(at::kInt));
+  at::Tensor order = at::empty({C, N}, fopt.dtype(at::kInt)), visible = at::empty({C, N}, fopt.dtype(at::kBool));
   const float *pm = means.data_ptr<float>(), *pls = log_scales.data_ptr<float>(), *pl = opacity_logits.data_ptr<float>();
   const float *pv = viewmats.data_ptr<float>(), *pk = Ks.data_ptr<float>();
   float *o_m2 = means2d.data_ptr<float>(), *o_con = conics.data_ptr<float>(), *o_op = opacities.data_ptr<float>();
   float* o_z = depths.data_ptr<float>();
   int32_t *o_bb = bbox.data_ptr<int32_t>(), *o_r = radii.data_ptr<int32_t>(), *o_ord = order.data_ptr<int32_t>();
+  bool* o_vis = visible.data_ptr<bool>();
   const float big = 4.0f * std::max(W, H) + 8.0f;
   const int threads = at::get_num_threads();
-  const std::vector<SplatConst> sc = splat_constants(pls, pl, N, threads);
   std::vector<Camera> cams;
   for (int c = 0; c < C; ++c) cams.push_back(camera_of(pv + c * 16, pk + c * 9, W, H));
   const int64_t total = static_cast<int64_t>(C) * N;
   std::vector<uint32_t> all_keys(static_cast<size_t>(total));
-  // Parallel over every (camera, splat) pair, so one camera uses all threads too; then one sort
-  // per camera.
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < total; ++i) {
-    const int c = static_cast<int>(i / N), n = static_cast<int>(i % N);
-    const Camera& cam = cams[c];
-    const Proj p = project_one(cam, pm + (per_camera ? i : n) * 3, sc[n].s2);
-    const float u = cam.fx * p.x / p.zs + cam.cx, v = cam.fy * p.y / p.zs + cam.cy;
-    const float o = sc[n].o;
-    o_m2[i * 2] = u;
-    o_m2[i * 2 + 1] = v;
-    o_con[i * 3] = p.cyy / p.det;
-    o_con[i * 3 + 1] = -p.cxy / p.det;
-    o_con[i * 3 + 2] = p.cxx / p.det;
-    o_op[i] = o;
-    o_z[i] = p.z;
-    // Footprint box: pixels whose centres lie in the AABB of q <= min(9, 2 ln(255 o)).
-    const float q_max = sc[n].q_max;
-    const float ext_x = std::sqrt(q_max * p.cxx), ext_y = std::sqrt(q_max * p.cyy);
-    auto clampf = [](float a, float lo, float hi) { return std::min(std::max(a, lo), hi); };
-    const float x0 = clampf(std::ceil(clampf(u - ext_x - 0.5f, -big, big)), 0.0f, static_cast<float>(W));
-    const float x1 = clampf(std::floor(clampf(u + ext_x - 0.5f, -big, big)) + 1.0f, 0.0f, static_cast<float>(W));
-    const float y0 = clampf(std::ceil(clampf(v - ext_y - 0.5f, -big, big)), 0.0f, static_cast<float>(H));
-    const float y1 = clampf(std::floor(clampf(v + ext_y - 0.5f, -big, big)) + 1.0f, 0.0f, static_cast<float>(H));
-    const bool visible = p.in_front && o >= recon::kAlphaMin && x0 < x1 && y0 < y1;
-    int32_t* b = o_bb + i * 4;
-    b[0] = visible ? static_cast<int32_t>(x0) : 0;
-    b[1] = visible ? static_cast<int32_t>(y0) : 0;
-    b[2] = visible ? static_cast<int32_t>(x1) : 0;
-    b[3] = visible ? static_cast<int32_t>(y1) : 0;
-    o_r[i] = visible ? static_cast<int32_t>(std::ceil(std::max(ext_x, ext_y))) : 0;
-    all_keys[i] = order_key(p.z, visible);
-  }
+  // With several cameras the per-splat constants are computed once up front; with one, in the main loop.
+  std::vector<SplatConst> sc(C > 1 ? N : 0);
+  // One parallel region (waking the threads costs more than a small loop): the constants, then every
+  // (camera, splat) pair, so one camera uses all threads too, then one sort per camera.
 #pragma omp parallel num_threads(threads)
   {
+    if (C > 1) {
+#pragma omp for schedule(static)
+      for (int n = 0; n < N; ++n) sc[n] = splat_constant(pls[n], pl[n]);
+    }
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < total; ++i) {
+      const int c = static_cast<int>(i / N), n = static_cast<int>(i % N);
+      const Camera& cam = cams[c];
+      const SplatConst k = C > 1 ? sc[n] : splat_constant(pls[n], pl[n]);
+      const Proj p = project_one(cam, pm + (per_camera ? i : n) * 3, k.s2);
+      const float u = cam.fx * p.x / p.zs + cam.cx, v = cam.fy * p.y / p.zs + cam.cy;
+      const float o = k.o;
+      o_m2[i * 2] = u;
+      o_m2[i * 2 + 1] = v;
+      o_con[i * 3] = p.cyy / p.det;
+      o_con[i * 3 + 1] = -p.cxy / p.det;
+      o_con[i * 3 + 2] = p.cxx / p.det;
+      o_op[i] = o;
+      o_z[i] = p.z;
+      // Footprint box: pixels whose centres lie in the AABB of q <= min(9, 2 ln(255 o)).
+      const float q_max = k.q_max;
+      const float ext_x = std::sqrt(q_max * p.cxx), ext_y = std::sqrt(q_max * p.cyy);
+      auto clampf = [](float a, float lo, float hi) { return std::min(std::max(a, lo), hi); };
+      const float x0 = clampf(std::ceil(clampf(u - ext_x - 0.5f, -big, big)), 0.0f, static_cast<float>(W));
+      const float x1 = clampf(std::floor(clampf(u + ext_x - 0.5f, -big, big)) + 1.0f, 0.0f, static_cast<float>(W));
+      const float y0 = clampf(std::ceil(clampf(v - ext_y - 0.5f, -big, big)), 0.0f, static_cast<float>(H));
+      const float y1 = clampf(std::floor(clampf(v + ext_y - 0.5f, -big, big)) + 1.0f, 0.0f, static_cast<float>(H));
+      const bool vis = p.in_front && o >= recon::kAlphaMin && x0 < x1 && y0 < y1;
+      int32_t* b = o_bb + i * 4;
+      b[0] = vis ? static_cast<int32_t>(x0) : 0;
+      b[1] = vis ? static_cast<int32_t>(y0) : 0;
+      b[2] = vis ? static_cast<int32_t>(x1) : 0;
+      b[3] = vis ? static_cast<int32_t>(y1) : 0;
+      o_r[i] = vis ? static_cast<int32_t>(std::ceil(std::max(ext_x, ext_y))) : 0;
+      o_vis[i] = vis;
+      all_keys[i] = order_key(p.z, vis);
+    }
     std::vector<uint32_t> keys, keys_tmp;
     std::vector<int32_t> idx, idx_tmp;
 #pragma omp for schedule(static)
@@ -185,7 +200,7 @@ std::vector<at::Tensor> project_forward_cpu(const at::Tensor& means, const at::T
       radix_order(keys, keys_tmp, idx, idx_tmp, o_ord + static_cast<int64_t>(c) * N);
     }
   }
-  return {means2d, conics, opacities, depths, bbox, radii, order};
+  return {means2d, conics, opacities, depths, bbox, radii, order, visible};
 }
 
 std::vector<at::Tensor> project_backward_cpu(const at::Tensor& means, const at::Tensor& log_scales,
@@ -196,9 +211,10 @@ std::vector<at::Tensor> project_backward_cpu(const at::Tensor& means, const at::
   const bool per_camera = means.dim() == 3;
   const int C = static_cast<int>(viewmats.size(0)), N = static_cast<int>(log_scales.size(0));
   const int W = static_cast<int>(width), H = static_cast<int>(height);
-  // Per-camera partial gradients; shared parameters are summed over cameras afterwards.
-  at::Tensor g_means = at::zeros({C, N, 3}, log_scales.options());
-  at::Tensor g_ls = at::zeros({C, N}, log_scales.options()), g_lg = at::zeros({C, N}, log_scales.options());
+  // Per-camera partial gradients (every element written); shared parameters are summed over cameras
+  // afterwards (one camera: a view, no sum).
+  at::Tensor g_means = at::empty({C, N, 3}, log_scales.options());
+  at::Tensor g_ls = at::empty({C, N}, log_scales.options()), g_lg = at::empty({C, N}, log_scales.options());
   const float *pm = means.data_ptr<float>(), *pls = log_scales.data_ptr<float>(), *pl = opacity_logits.data_ptr<float>();
   const float *pv = viewmats.data_ptr<float>(), *pk = Ks.data_ptr<float>();
   const float *gm2 = g_means2d.data_ptr<float>(), *gcon = g_conics.data_ptr<float>();
@@ -206,14 +222,21 @@ std::vector<at::Tensor> project_backward_cpu(const at::Tensor& means, const at::
   float *o_gm = g_means.data_ptr<float>(), *o_gls = g_ls.data_ptr<float>(), *o_glg = g_lg.data_ptr<float>();
   const int64_t total = static_cast<int64_t>(C) * N;
   const int threads = at::get_num_threads();
-  const std::vector<SplatConst> sc = splat_constants(pls, pl, N, threads);
   std::vector<Camera> cams;
   for (int c = 0; c < C; ++c) cams.push_back(camera_of(pv + c * 16, pk + c * 9, W, H));
-#pragma omp parallel for num_threads(threads) schedule(static)
+  std::vector<SplatConst> sc(C > 1 ? N : 0);
+#pragma omp parallel num_threads(threads)
+  {
+    if (C > 1) {
+#pragma omp for schedule(static)
+      for (int n = 0; n < N; ++n) sc[n] = splat_scale_opacity(pls[n], pl[n]);
+    }
+#pragma omp for schedule(static)
   for (int64_t i = 0; i < total; ++i) {
     const int c = static_cast<int>(i / N), n = static_cast<int>(i % N);
     const Camera& cam = cams[c];
-    const Proj p = project_one(cam, pm + (per_camera ? i : n) * 3, sc[n].s2);
+    const SplatConst k = C > 1 ? sc[n] : splat_scale_opacity(pls[n], pl[n]);
+    const Proj p = project_one(cam, pm + (per_camera ? i : n) * 3, k.s2);
     // conic = inverse(cov): dL/dcov = -M G M with M the conic matrix, G = [[gA, gB/2], [gB/2, gC]]
     const float a = p.cyy / p.det, b = -p.cxy / p.det, cc = p.cxx / p.det;
     const float gA = gcon[i * 3], gB = 0.5f * gcon[i * 3 + 1], gC = gcon[i * 3 + 2];
@@ -243,7 +266,9 @@ std::vector<at::Tensor> project_backward_cpu(const at::Tensor& means, const at::
     const float g_z = gdz[i] + (p.in_front ? g_zs : 0.0f);
     float* gm = o_gm + i * 3;
     for (int j = 0; j < 3; ++j) gm[j] = cam.R[0 * 3 + j] * g_x + cam.R[1 * 3 + j] * g_y + cam.R[2 * 3 + j] * g_z;
-    o_glg[i] = gop[i] * sc[n].o * (1.0f - sc[n].o);
+    o_glg[i] = gop[i] * k.o * (1.0f - k.o);
   }
+  }
+  if (C == 1) return {per_camera ? g_means : g_means.view({N, 3}), g_ls.view({N}), g_lg.view({N})};
   return {per_camera ? g_means : g_means.sum(0), g_ls.sum(0), g_lg.sum(0)};
 }

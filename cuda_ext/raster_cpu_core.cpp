@@ -26,61 +26,6 @@
 namespace recon {
 namespace cpu {
 
-// Binning is a stable parallel counting sort: the front-to-back list of (camera, splat) pairs is cut
-// into one contiguous chunk per thread; each chunk counts its entries per tile, the counts give every
-// chunk its own cursor per tile (after all earlier chunks' entries), and each chunk then writes its
-// entries in order. Every tile list comes out front to back, each splat is read once per pass, and a
-// single camera uses every thread.
-void bin_tiles(const Frame& f, const int32_t* bbox, const int32_t* order, std::vector<int64_t>& offsets,
-               std::vector<int32_t>& ids, int threads) {
-  const int64_t total = static_cast<int64_t>(f.C) * f.N, n_bins = static_cast<int64_t>(f.C) * f.n_tiles;
-  const int chunks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, total / 4096)));
-  std::vector<int64_t> counts(static_cast<size_t>(chunks) * n_bins, 0);  // [chunk][camera * n_tiles + tile]
-  // calls visit(bin) for every tile of the k-th pair of the list
-  auto for_tiles = [&](int64_t k, auto&& visit) {
-    const int c = static_cast<int>(k / f.N);
-    const int n = order[k];
-    const int32_t* b = bbox + (static_cast<int64_t>(c) * f.N + n) * 4;
-    if (b[2] <= b[0] || b[3] <= b[1]) return;
-    const int tx1 = (b[2] + kTileSize - 1) / kTileSize, ty1 = (b[3] + kTileSize - 1) / kTileSize;
-    const int64_t base = static_cast<int64_t>(c) * f.n_tiles;
-    for (int ty = b[1] / kTileSize; ty < ty1; ++ty)
-      for (int tx = b[0] / kTileSize; tx < tx1; ++tx) visit(base + ty * f.tiles_x + tx, n);
-  };
-  auto chunk_range = [&](int ch, int64_t& lo, int64_t& hi) {
-    lo = total * ch / chunks;
-    hi = total * (ch + 1) / chunks;
-  };
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int ch = 0; ch < chunks; ++ch) {
-    int64_t lo, hi;
-    chunk_range(ch, lo, hi);
-    int64_t* cnt = counts.data() + static_cast<int64_t>(ch) * n_bins;
-    for (int64_t k = lo; k < hi; ++k) for_tiles(k, [&](int64_t bin, int) { cnt[bin]++; });
-  }
-  // offsets[bin] = entries of all earlier bins; counts become each chunk's cursor inside its bin
-  offsets.assign(static_cast<size_t>(n_bins) + 1, 0);
-  int64_t running = 0;
-  for (int64_t bin = 0; bin < n_bins; ++bin) {
-    offsets[bin] = running;
-    for (int ch = 0; ch < chunks; ++ch) {
-      int64_t& cnt = counts[static_cast<int64_t>(ch) * n_bins + bin];
-      const int64_t n = cnt;
-      cnt = running;
-      running += n;
-    }
-  }
-  offsets[n_bins] = running;
-  ids.resize(static_cast<size_t>(running));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int ch = 0; ch < chunks; ++ch) {
-    int64_t lo, hi;
-    chunk_range(ch, lo, hi);
-    int64_t* cursor = counts.data() + static_cast<int64_t>(ch) * n_bins;
-    for (int64_t k = lo; k < hi; ++k) for_tiles(k, [&](int64_t bin, int n) { ids[cursor[bin]++] = n; });
-  }
-}
-
 namespace {
 
 // The pixel loops are compiled for three x86-64 levels and the best one the CPU supports is picked at
@@ -164,15 +109,63 @@ std::vector<std::string> cpu_kernels_supported() {
   return names;
 }
 
-void composite_forward(const Frame& f, const Inputs& in, const std::vector<int64_t>& offsets,
-                       const std::vector<int32_t>& ids, const Outputs& out, int threads) {
-  const int64_t total = static_cast<int64_t>(f.C) * f.n_tiles;
+// Binning is a stable parallel counting sort: the front-to-back list of (camera, splat) pairs is cut
+// into contiguous chunks (one per thread at most); each chunk counts its entries per tile, the counts
+// give every chunk its own cursor per tile (after all earlier chunks' entries), and each chunk then
+// writes its entries in order. Every tile list comes out front to back, each splat is read once per
+// pass, and a single camera uses every thread. Binning and compositing share one parallel region
+// (waking the threads of a region costs about as much as a small loop).
+void composite_forward(const Frame& f, const Inputs& in, const int32_t* order, std::vector<int64_t>& offsets,
+                       std::vector<int32_t>& ids, const Outputs& out, int threads) {
+  const int64_t total = static_cast<int64_t>(f.C) * f.N, n_bins = static_cast<int64_t>(f.C) * f.n_tiles;
+  const int chunks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, total / 4096)));
+  std::vector<int64_t> counts(static_cast<size_t>(chunks) * n_bins, 0);  // [chunk][camera * n_tiles + tile]
+  offsets.assign(static_cast<size_t>(n_bins) + 1, 0);
+  // calls visit(bin) for every tile of the k-th pair of the list
+  auto for_tiles = [&](int64_t k, auto&& visit) {
+    const int c = static_cast<int>(k / f.N);
+    const int n = order[k];
+    const int32_t* b = in.bbox + (static_cast<int64_t>(c) * f.N + n) * 4;
+    if (b[2] <= b[0] || b[3] <= b[1]) return;
+    const int tx1 = (b[2] + kTileSize - 1) / kTileSize, ty1 = (b[3] + kTileSize - 1) / kTileSize;
+    const int64_t base = static_cast<int64_t>(c) * f.n_tiles;
+    for (int ty = b[1] / kTileSize; ty < ty1; ++ty)
+      for (int tx = b[0] / kTileSize; tx < tx1; ++tx) visit(base + ty * f.tiles_x + tx, n);
+  };
 #pragma omp parallel num_threads(threads)
   {
+#pragma omp for schedule(static)
+    for (int ch = 0; ch < chunks; ++ch) {
+      int64_t* cnt = counts.data() + static_cast<int64_t>(ch) * n_bins;
+      for (int64_t k = total * ch / chunks; k < total * (ch + 1) / chunks; ++k)
+        for_tiles(k, [&](int64_t bin, int) { cnt[bin]++; });
+    }
+#pragma omp single
+    {
+      // offsets[bin] = entries of all earlier bins; counts become each chunk's cursor inside its bin
+      int64_t running = 0;
+      for (int64_t bin = 0; bin < n_bins; ++bin) {
+        offsets[bin] = running;
+        for (int ch = 0; ch < chunks; ++ch) {
+          int64_t& cnt = counts[static_cast<int64_t>(ch) * n_bins + bin];
+          const int64_t n = cnt;
+          cnt = running;
+          running += n;
+        }
+      }
+      offsets[n_bins] = running;
+      ids.resize(static_cast<size_t>(running));
+    }
+#pragma omp for schedule(static)
+    for (int ch = 0; ch < chunks; ++ch) {
+      int64_t* cursor = counts.data() + static_cast<int64_t>(ch) * n_bins;
+      for (int64_t k = total * ch / chunks; k < total * (ch + 1) / chunks; ++k)
+        for_tiles(k, [&](int64_t bin, int n) { ids[cursor[bin]++] = n; });
+    }
     std::vector<float> acc;  // per-thread colour accumulators, reused across tiles
     const ForwardTile tile_fn = forward_kernel();
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t job = 0; job < total; ++job) {
+    for (int64_t job = 0; job < n_bins; ++job) {
       const int c = static_cast<int>(job / f.n_tiles), tile = static_cast<int>(job % f.n_tiles);
       tile_fn(f, in, c, tile, offsets.data(), ids.data(), out, acc);
     }
@@ -183,6 +176,10 @@ void composite_backward(const Frame& f, const Inputs& in, const Upstream& up, co
                         const int32_t* ids, float* slots, const Gradients& grads, int threads) {
   const int K = kSlotFixed + f.D;
   const int64_t total = static_cast<int64_t>(f.C) * f.n_tiles;
+  // The slot sums: a job owns a range of splat indices of one camera, zeroes their gradients and walks
+  // that camera's entries, adding those in range in entry order (deterministic for any thread count).
+  const int parts = f.C >= threads ? 1 : threads;
+  const int per_part = (f.N + parts - 1) / parts;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> scratch;  // per-thread colour state, reused across tiles
@@ -192,29 +189,30 @@ void composite_backward(const Frame& f, const Inputs& in, const Upstream& up, co
       const int c = static_cast<int>(job / f.n_tiles), tile = static_cast<int>(job % f.n_tiles);
       tile_fn(f, in, up, c, tile, offsets, ids, slots, scratch);
     }
-  }
-  // Sum the slots per splat (zeroed outputs), in entry order (deterministic for any thread count). A job
-  // owns a range of splat indices of one camera and walks that camera's entries, adding those in range.
-  const int parts = f.C >= threads ? 1 : threads;
-  const int per_part = (f.N + parts - 1) / parts;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int job = 0; job < f.C * parts; ++job) {
-    const int c = job / parts, lo = (job % parts) * per_part, hi = std::min(f.N, lo + per_part);
-    const int64_t cN = static_cast<int64_t>(c) * f.N;
-    for (int64_t k = offsets[static_cast<int64_t>(c) * f.n_tiles]; k < offsets[static_cast<int64_t>(c + 1) * f.n_tiles];
-         ++k) {
-      const int n = ids[k];
-      if (n < lo || n >= hi) continue;
-      const float* s = slots + k * K;
-      const int64_t g = cN + n;
-      grads.means2d[g * 2] += s[0];
-      grads.means2d[g * 2 + 1] += s[1];
-      grads.conics[g * 3] += s[2];
-      grads.conics[g * 3 + 1] += s[3];
-      grads.conics[g * 3 + 2] += s[4];
-      grads.opacities[g] += s[5];
-      grads.depths[g] += s[6];
-      for (int d = 0; d < f.D; ++d) grads.colors[g * f.D + d] += s[kSlotFixed + d];
+#pragma omp for schedule(static)
+    for (int job = 0; job < f.C * parts; ++job) {
+      const int c = job / parts, lo = std::min(f.N, (job % parts) * per_part), hi = std::min(f.N, lo + per_part);
+      const int64_t cN = static_cast<int64_t>(c) * f.N;
+      std::fill(grads.means2d + (cN + lo) * 2, grads.means2d + (cN + hi) * 2, 0.0f);
+      std::fill(grads.conics + (cN + lo) * 3, grads.conics + (cN + hi) * 3, 0.0f);
+      std::fill(grads.opacities + cN + lo, grads.opacities + cN + hi, 0.0f);
+      std::fill(grads.depths + cN + lo, grads.depths + cN + hi, 0.0f);
+      std::fill(grads.colors + (cN + lo) * f.D, grads.colors + (cN + hi) * f.D, 0.0f);
+      for (int64_t k = offsets[static_cast<int64_t>(c) * f.n_tiles];
+           k < offsets[static_cast<int64_t>(c + 1) * f.n_tiles]; ++k) {
+        const int n = ids[k];
+        if (n < lo || n >= hi) continue;
+        const float* s = slots + k * K;
+        const int64_t g = cN + n;
+        grads.means2d[g * 2] += s[0];
+        grads.means2d[g * 2 + 1] += s[1];
+        grads.conics[g * 3] += s[2];
+        grads.conics[g * 3 + 1] += s[3];
+        grads.conics[g * 3 + 2] += s[4];
+        grads.opacities[g] += s[5];
+        grads.depths[g] += s[6];
+        for (int d = 0; d < f.D; ++d) grads.colors[g * f.D + d] += s[kSlotFixed + d];
+      }
     }
   }
 }

@@ -40,14 +40,17 @@ struct Outputs {
 };
 
 struct Upstream {
-  const float* g_rgb;    // [C,H,W,D]
-  const float* g_alpha;  // [C,H,W]
-  const float* g_depth;  // [C,H,W]
-  const float* t_final;  // [C,H,W]
-  const int32_t* last;   // [C,H,W]
+  const float* g_rgb;    // [C,H,W,D], element strides rgb_stride (any: e.g. 0 for an expanded gradient)
+  const float* g_alpha;  // [C,H,W], element strides alpha_stride
+  const float* g_depth;  // [C,H,W], element strides depth_stride
+  const float* t_final;  // [C,H,W] contiguous
+  const int32_t* last;   // [C,H,W] contiguous
+  int64_t rgb_stride[4];
+  int64_t alpha_stride[3];
+  int64_t depth_stride[3];
 };
 
-struct Gradients {  // zero-initialised by the caller; shapes as the inputs
+struct Gradients {  // shapes as the inputs; need not be initialised (composite_backward writes every element)
   float* means2d;
   float* conics;
   float* opacities;
@@ -58,12 +61,10 @@ struct Gradients {  // zero-initialised by the caller; shapes as the inputs
 // Per-entry gradient slot layout: means2d(2), conic(3), opacity(1), depth(1), colour(D).
 constexpr int kSlotFixed = 7;
 
-// Tile lists of all cameras: offsets [C*n_tiles+1]; ids [E] splat indices, front to back per tile.
-void bin_tiles(const Frame& f, const int32_t* bbox, const int32_t* order, std::vector<int64_t>& offsets,
-               std::vector<int32_t>& ids, int threads);
-
-void composite_forward(const Frame& f, const Inputs& in, const std::vector<int64_t>& offsets,
-                       const std::vector<int32_t>& ids, const Outputs& out, int threads);
+// Bins the splats into tile lists (offsets [C*n_tiles+1]; ids [E] splat indices, front to back per tile,
+// in the front-to-back `order` [C,N]) and composites every tile; offsets and ids are kept for the backward.
+void composite_forward(const Frame& f, const Inputs& in, const int32_t* order, std::vector<int64_t>& offsets,
+                       std::vector<int32_t>& ids, const Outputs& out, int threads);
 
 // slots: scratch [E, kSlotFixed + D] (need not be initialised).
 void composite_backward(const Frame& f, const Inputs& in, const Upstream& up, const int64_t* offsets,

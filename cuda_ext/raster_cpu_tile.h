@@ -23,6 +23,10 @@ namespace cpu {
 namespace {
 
 constexpr int kTilePixels = kTileSize * kTileSize;
+// Splat records are gathered in tile order, i.e. at random (about a megabyte for 20k splats): each loop
+// prefetches the record it will need this many entries later (measured: 2 to 12 work alike; none is
+// about 15 % slower at 2 threads on the headline scene).
+constexpr int kPrefetchAhead = 4;
 
 #if defined(__GNUC__)
 #define RECON_INLINE inline __attribute__((always_inline))
@@ -92,6 +96,15 @@ struct Kernel {
     return true;
   }
 
+  static RECON_INLINE void prefetch_splat(const Inputs& in, int64_t g, int D) {
+    __builtin_prefetch(in.bbox + g * 4);
+    __builtin_prefetch(in.means2d + g * 2);
+    __builtin_prefetch(in.conics + g * 3);
+    __builtin_prefetch(in.opacities + g);
+    __builtin_prefetch(in.depths + g);
+    __builtin_prefetch(in.colors + g * D);
+  }
+
   // (Comparisons are written vector against vector: GCC 12 scalarises a 16-lane vector compared with a
   // scalar when the result is used as a mask.)
   // recon::conic_quad for a block, with the row terms hoisted: bdy = 2 b dy, cdy2 = c dy^2. The forward
@@ -134,6 +147,7 @@ struct Kernel {
     const vf zero = S::splat(0.0f);
 
     for (int64_t k = begin; k < end && n_live > 0; ++k) {
+      if (k + kPrefetchAhead < end) prefetch_splat(in, cN + ids[k + kPrefetchAhead], D);
       const int64_t g = cN + ids[k];
       const float mx = in.means2d[g * 2], my = in.means2d[g * 2 + 1];
       Footprint fp;
@@ -221,12 +235,14 @@ struct Kernel {
     for (int ly = 0; ly < th; ++ly)
       for (int lx = 0; lx < tw; ++lx) {
         const int p = blocked(lx, ly);
-        const int64_t pix = (static_cast<int64_t>(c) * f.H + y0 + ly) * f.W + x0 + lx;
+        const int64_t y = y0 + ly, x = x0 + lx;
+        const int64_t pix = (static_cast<int64_t>(c) * f.H + y) * f.W + x;
         T[p] = up.t_final[pix];
-        g_zp[p] = up.g_depth[pix];
-        g_at[p] = up.g_alpha[pix] * up.t_final[pix];
+        g_zp[p] = up.g_depth[c * up.depth_stride[0] + y * up.depth_stride[1] + x * up.depth_stride[2]];
+        g_at[p] = up.g_alpha[c * up.alpha_stride[0] + y * up.alpha_stride[1] + x * up.alpha_stride[2]] * up.t_final[pix];
         last_k[p] = up.last[pix];
-        for (int d = 0; d < D; ++d) g_c[d * kTilePixels + p] = up.g_rgb[pix * D + d];
+        const float* g_rgb = up.g_rgb + c * up.rgb_stride[0] + y * up.rgb_stride[1] + x * up.rgb_stride[2];
+        for (int d = 0; d < D; ++d) g_c[d * kTilePixels + p] = g_rgb[d * up.rgb_stride[3]];
         k_max = std::max<int64_t>(k_max, last_k[p]);
       }
     const int64_t cN = static_cast<int64_t>(c) * f.N;
@@ -235,6 +251,7 @@ struct Kernel {
     // Entries behind every pixel's last splat get no gradient (slots are not pre-zeroed).
     std::fill(slots + (k_max + 1 > begin ? k_max + 1 : begin) * K, slots + end * K, 0.0f);
     for (int64_t k = k_max; k >= begin; --k) {
+      if (k - kPrefetchAhead >= begin) prefetch_splat(in, cN + ids[k - kPrefetchAhead], D);
       const int64_t g = cN + ids[k];
       float* out = slots + k * K;
       const float mx = in.means2d[g * 2], my = in.means2d[g * 2 + 1];

@@ -31,7 +31,7 @@ std::vector<at::Tensor> composite_backward_cpu(const at::Tensor& means2d, const 
 // EWA projection on the CPU (project_cpu.cpp), mirroring recon/render/projection.py:
 // means [N,3] or [C,N,3], log_scales [N], opacity_logits [N], viewmats [C,4,4], Ks [C,3,3] ->
 // {means2d [C,N,2], conics [C,N,3], opacities [C,N], depths [C,N], bbox [C,N,4] i32,
-//  radii [C,N] i32, order [C,N] i32}; backward -> {g_means (means' shape), g_log_scales, g_logits}.
+//  radii [C,N] i32, order [C,N] i32, visible [C,N] bool}; backward -> {g_means (means' shape), g_log_scales, g_logits}.
 std::vector<at::Tensor> project_forward_cpu(const at::Tensor& means, const at::Tensor& log_scales,
                                             const at::Tensor& opacity_logits, const at::Tensor& viewmats,
                                             const at::Tensor& Ks, int64_t width, int64_t height);

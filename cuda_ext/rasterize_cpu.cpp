@@ -18,6 +18,15 @@ recon::cpu::Inputs inputs_of(const at::Tensor& means2d, const at::Tensor& conics
                             colors.data_ptr<float>(), depths.data_ptr<float>(), bbox.data_ptr<int32_t>()};
 }
 
+// A tensor that takes over a vector's buffer (no copy).
+template <typename T>
+at::Tensor own(std::vector<T>&& v, at::ScalarType dtype) {
+  if (v.empty()) return at::empty({0}, at::TensorOptions().dtype(dtype));
+  auto* holder = new std::vector<T>(std::move(v));
+  return at::from_blob(holder->data(), {static_cast<int64_t>(holder->size())},
+                       [holder](void*) { delete holder; }, at::TensorOptions().dtype(dtype));
+}
+
 }  // namespace
 
 std::vector<at::Tensor> composite_forward_cpu(const at::Tensor& means2d, const at::Tensor& conics,
@@ -28,8 +37,6 @@ std::vector<at::Tensor> composite_forward_cpu(const at::Tensor& means2d, const a
   const int threads = at::get_num_threads();
   std::vector<int64_t> offsets;
   std::vector<int32_t> ids;
-  recon::cpu::bin_tiles(f, bbox.data_ptr<int32_t>(), order.data_ptr<int32_t>(), offsets, ids, threads);
-
   auto fopt = colors.options();
   at::Tensor rgb = at::empty({f.C, f.H, f.W, f.D}, fopt);
   at::Tensor alpha = at::empty({f.C, f.H, f.W, 1}, fopt);
@@ -38,11 +45,9 @@ std::vector<at::Tensor> composite_forward_cpu(const at::Tensor& means2d, const a
   at::Tensor last = at::empty({f.C, f.H, f.W}, fopt.dtype(at::kInt));
   const recon::cpu::Outputs out{rgb.data_ptr<float>(), alpha.data_ptr<float>(), depth.data_ptr<float>(),
                                 t_final.data_ptr<float>(), last.data_ptr<int32_t>()};
-  recon::cpu::composite_forward(f, inputs_of(means2d, conics, opacities, colors, depths, bbox), offsets, ids, out,
-                                threads);
-  at::Tensor tile_offsets = at::from_blob(offsets.data(), {static_cast<int64_t>(offsets.size())}, at::kLong).clone();
-  at::Tensor tile_ids = at::from_blob(ids.data(), {static_cast<int64_t>(ids.size())}, at::kInt).clone();
-  return {rgb, alpha, depth, t_final, last, tile_offsets, tile_ids};
+  recon::cpu::composite_forward(f, inputs_of(means2d, conics, opacities, colors, depths, bbox),
+                                order.data_ptr<int32_t>(), offsets, ids, out, threads);
+  return {rgb, alpha, depth, t_final, last, own(std::move(offsets), at::kLong), own(std::move(ids), at::kInt)};
 }
 
 std::vector<at::Tensor> composite_backward_cpu(const at::Tensor& means2d, const at::Tensor& conics,
@@ -54,10 +59,17 @@ std::vector<at::Tensor> composite_backward_cpu(const at::Tensor& means2d, const 
                                                const at::Tensor& g_depth, int64_t width, int64_t height) {
   const auto f = frame_of(colors, width, height);
   at::Tensor slots = at::empty({tile_ids.numel(), recon::cpu::kSlotFixed + f.D}, colors.options());
-  const recon::cpu::Upstream up{g_rgb.data_ptr<float>(), g_alpha.data_ptr<float>(), g_depth.data_ptr<float>(),
-                                t_final.data_ptr<float>(), last.data_ptr<int32_t>()};
-  at::Tensor g_means2d = at::zeros_like(means2d), g_conics = at::zeros_like(conics);
-  at::Tensor g_opac = at::zeros_like(opacities), g_colors = at::zeros_like(colors), g_depths = at::zeros_like(depths);
+  // the upstream gradients may have any strides (a sum loss gives expanded, stride-0 ones)
+  recon::cpu::Upstream up{g_rgb.data_ptr<float>(), g_alpha.data_ptr<float>(), g_depth.data_ptr<float>(),
+                          t_final.data_ptr<float>(), last.data_ptr<int32_t>(), {}, {}, {}};
+  for (int i = 0; i < 4; ++i) up.rgb_stride[i] = g_rgb.stride(i);
+  for (int i = 0; i < 3; ++i) {
+    up.alpha_stride[i] = g_alpha.stride(i);
+    up.depth_stride[i] = g_depth.stride(i);
+  }
+  // every element is written by composite_backward
+  at::Tensor g_means2d = at::empty_like(means2d), g_conics = at::empty_like(conics);
+  at::Tensor g_opac = at::empty_like(opacities), g_colors = at::empty_like(colors), g_depths = at::empty_like(depths);
   const recon::cpu::Gradients grads{g_means2d.data_ptr<float>(), g_conics.data_ptr<float>(), g_opac.data_ptr<float>(),
                                     g_colors.data_ptr<float>(), g_depths.data_ptr<float>()};
   recon::cpu::composite_backward(f, inputs_of(means2d, conics, opacities, colors, depths, bbox), up,

@@ -96,6 +96,28 @@ def test_cpu_matches_twin(seed: int, N: int, C: int, W: int, H: int, identity: b
         assert_close_banded(name, got[name], want[name])
 
 
+@pytest.mark.parametrize("loss_kind", ["sum", "permuted"])
+def test_cpu_reads_strided_upstream_gradients(loss_kind: str) -> None:
+    """The backward reads the upstream gradients in place, whatever their strides: a plain sum gives
+    expanded (stride-0) gradients, a loss on a permuted view non-contiguous ones."""
+    leaves, viewmats, Ks = make_scene(7, 400, 2, 48, 40, False)
+    g = torch.Generator().manual_seed(3)
+    weights = [torch.randn(2, s, 40, 48, generator=g) for s in (3, 1, 1)]  # channels-first
+
+    def grads(backend: str):
+        ls = [t.detach().clone().requires_grad_() for t in leaves]
+        outs = rasterize(*ls, viewmats, Ks, 48, 40, backend=backend)[:3]
+        if loss_kind == "sum":
+            loss = sum(o.sum() for o in outs)
+        else:
+            loss = sum((o.permute(0, 3, 1, 2) * w).sum() for o, w in zip(outs, weights))
+        loss.backward()
+        return [t.grad for t in ls]
+
+    for name, got, want in zip(("means", "log_scales", "opacity_logits", "colors"), grads("cpu"), grads("torch")):
+        assert_close_banded(f"d {name} ({loss_kind})", got, want)
+
+
 def _kernel_builds() -> list[str]:
     if not extension_status()["cpu"]:
         return []

@@ -46,7 +46,8 @@ def rasterize(
     C, N, D = _validate(means, log_scales, opacity_logits, colors, viewmats, Ks, width, height, background)
     chosen = select_backend(backend, means.device, means.dtype)
     means_c = means.expand(C, N, 3) if means.dim() == 2 else means
-    colors_c = colors.expand(C, N, D) if colors.dim() == 2 else colors
+    # (one camera: a view whose backward is a view too, not the reduction an expand's backward runs)
+    colors_c = (colors.unsqueeze(0) if C == 1 else colors.expand(C, N, D)) if colors.dim() == 2 else colors
 
     if chosen == "gsplat":
         from recon.render.gsplat_adapter import rasterize_gsplat
@@ -54,9 +55,8 @@ def rasterize(
         rgb, alpha, depth, meta = rasterize_gsplat(means, log_scales, opacity_logits, colors, viewmats, Ks, width, height)
     else:
         if chosen == "cpu":  # the same projection, fused in C++
-            m2d, con, opac, z, box, radii, order = ProjectCPU.apply(means, log_scales, opacity_logits, viewmats, Ks,
-                                                                     width, height)
-            visible = (box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1])  # culled boxes are empty
+            m2d, con, opac, z, box, radii, order, visible = ProjectCPU.apply(means, log_scales, opacity_logits, viewmats,
+                                                                              Ks, width, height)
             proj = Projected(m2d, con, opac, z, box, radii, visible, order)
         else:
             proj = project(means_c, log_scales, opacity_logits, viewmats, Ks, width, height)
@@ -130,28 +130,31 @@ def _validate(
     D = colors.shape[-1]
     if background is not None and background.shape not in ((D,), (C, D)):
         raise ValueError(f"background must have shape [D] = [{D}] or [C, D] = [{C}, {D}], got {list(background.shape)}")
-    for name, t in named.items():
-        # A NaN or Inf element makes the sum NaN or Inf, so a finite sum proves every element finite in
-        # one cheap pass; only a non-finite sum (or an overflow of huge finite values) needs the full check.
-        if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
+    # A NaN or Inf element makes a sum NaN or Inf, so one finite sum of the sums proves every element
+    # finite in one cheap pass; only a non-finite total (or an overflow of huge finite values) needs the
+    # per-tensor check that names the argument.
+    if not bool(torch.isfinite(torch.stack([t.sum() for t in named.values()]).sum())):
+        for name, t in named.items():
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} contains NaN or Inf values")
 
+    # Cameras: one combined test (one sync); the per-camera message only when it fails.
     eye = torch.eye(3, dtype=viewmats.dtype, device=viewmats.device)
     R = viewmats[:, :3, :3]
     bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=viewmats.dtype, device=viewmats.device)
-    bad = ((R @ R.transpose(1, 2) - eye).abs().amax(dim=(1, 2)) > 1e-3) | (
+    bad_view = ((R @ R.transpose(1, 2) - eye).abs().amax(dim=(1, 2)) > 1e-3) | (
         (viewmats[:, 3] - bottom).abs().amax(dim=1) > 1e-6
     )
-    if bool(bad.any()):
-        c = int(bad.nonzero()[0, 0])
-        raise ValueError(f"viewmats[{c}] must be a rigid world-to-camera [R | t; 0 0 0 1] with orthonormal R, "
-                         f"got {viewmats[c].tolist()}")
     fx, fy = Ks[:, 0, 0], Ks[:, 1, 1]
-    bad = (fx <= 0) | (fy <= 0) | (Ks[:, 0, 1].abs() > 1e-6 * fx.abs()) | (Ks[:, 1, 0] != 0) | (
+    bad_K = (fx <= 0) | (fy <= 0) | (Ks[:, 0, 1].abs() > 1e-6 * fx.abs()) | (Ks[:, 1, 0] != 0) | (
         (Ks[:, 2] - torch.tensor([0.0, 0.0, 1.0], dtype=Ks.dtype, device=Ks.device)).abs().amax(dim=1) > 1e-6
     )
-    if bool(bad.any()):
-        c = int(bad.nonzero()[0, 0])
+    if bool((bad_view | bad_K).any()):
+        if bool(bad_view.any()):
+            c = int(bad_view.nonzero()[0, 0])
+            raise ValueError(f"viewmats[{c}] must be a rigid world-to-camera [R | t; 0 0 0 1] with orthonormal R, "
+                             f"got {viewmats[c].tolist()}")
+        c = int(bad_K.nonzero()[0, 0])
         raise ValueError(f"Ks[{c}] must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0 (no skew, "
                          f"not singular), got {Ks[c].tolist()}")
     return C, N, D

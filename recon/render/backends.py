@@ -99,7 +99,7 @@ class ProjectCPU(torch.autograd.Function):
         ctx.save_for_backward(*inputs)
         ctx.size = (width, height)
         ctx.mark_non_differentiable(*outs[4:])
-        return tuple(outs)  # means2d, conics, opacities, depths, bbox, radii, order
+        return tuple(outs)  # means2d, conics, opacities, depths, bbox, radii, order, visible
 
     @staticmethod
     def backward(ctx, g_means2d, g_conics, g_opacities, g_depths, *_):  # type: ignore[override]
@@ -142,9 +142,9 @@ class KernelComposite(torch.autograd.Function):
         ext, _ = _extension()
         means2d, conics, opacities, colors, depths, bbox, t_final, last, tile_offsets, tile_ids = ctx.saved_tensors
         width, height = ctx.size
-        grads = ext.composite_backward(
+        grads = ext.composite_backward(  # the upstream gradients go as they are (any strides)
             means2d, conics, opacities, colors, depths, bbox, t_final, last, tile_offsets, tile_ids,
-            g_rgb.contiguous(), g_alpha.contiguous(), g_depth.contiguous(), width, height,
+            g_rgb, g_alpha, g_depth, width, height,
         )
         g_means2d, g_conics, g_opacities, g_colors, g_depths = grads
         return g_means2d, g_conics, g_opacities, g_colors, g_depths, None, None, None, None
