@@ -290,6 +290,33 @@ def test_untrained_anchored_model_reproduces_copy_nearest():
     assert not np.allclose(sample(v, x, mask, steps=3)[0].numpy(), want, atol=1e-2)
 
 
+def test_blend_coefficients_and_untrained_blended_model():
+    from recon.diffusion.model import blend_coefficients
+
+    s = torch.tensor([0.0, 0.3, 0.7, 1.0])
+    c_in, c_anchor, c_out = blend_coefficients(s, 0.2)
+    assert torch.allclose(c_in[[0, 3]], torch.tensor([1.0, 0.0])) and torch.allclose(c_anchor[[0, 3]], torch.tensor([0.0, 1.0]))
+    assert torch.allclose(c_out[[0, 3]], torch.tensor([0.0, 0.2]))
+    # inverse-variance blend of x_s / (1 - s) (error std s / (1 - s)) and the anchor (error std 0.2)
+    var_x = (s[1:3] / (1 - s[1:3])) ** 2
+    w_x = 0.04 / (0.04 + var_x)
+    assert torch.allclose(c_in[1:3] * (1 - s[1:3]), w_x) and torch.allclose(c_anchor[1:3], 1 - w_x)
+    assert torch.allclose(c_out[1:3], (0.04 * var_x / (0.04 + var_x)).sqrt())
+    # an untrained blended model's clean-frame estimate: the anchor from pure noise, the input when clean
+    m = tiny(prediction="blended", anchor="same_view", anchor_std=0.2)
+    x, mask = batch(B=1)
+    want = torch.from_numpy(copy_nearest_baseline(x[0].numpy(), mask[0].numpy(), rule="same_view"))
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    x0 = m(noise, torch.tensor([1000.0]), x, mask, return_x0=True)
+    assert torch.allclose(x0[0], want, atol=1e-6)
+    noisy = 0.9 * x + 0.1 * noise
+    x0 = m(noisy, torch.tensor([100.0]), x, mask, return_x0=True)
+    w = 0.04 * 0.9 / (0.04 * 0.81 + 0.01)
+    assert torch.allclose(x0[0], w * noisy[0] + (1 - 0.9 * w) * want, atol=1e-5)
+    with pytest.raises(ValueError):
+        tiny(prediction="blended", anchor_std=0.0)
+
+
 def test_sampler_from_the_noised_anchor():
     x, mask = batch(B=1)
     m = tiny(prediction="anchored", anchor="same_view")  # untrained: every step predicts the anchor

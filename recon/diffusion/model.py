@@ -16,8 +16,12 @@ with ``prediction="anchored"`` the network outputs the clean frame as a correcti
 a given frame of the grid (:func:`anchor_frames`: the nearest one, or with ``anchor="same_view"`` the
 nearest one of the cell's own view), and the velocity follows from it
 (``v = (x_sigma - x0_hat) / sigma``): an untrained network then reproduces the matching copy
-baseline and training learns what moves between views and times. ``prediction="velocity"`` is the plain
-velocity head.
+baseline and training learns what moves between views and times. ``prediction="blended"`` adds a
+skip connection from the noisy input (EDM-style preconditioning, :func:`blend_coefficients`): the network
+corrects the per-pixel optimal linear blend of the anchor and the rescaled noisy frame, so it no longer has
+to carry pixel values through its narrow tokens to denoise (an ``anchored`` network must output
+``x_sigma - anchor`` to use its input at low noise, which a 64-wide model learns badly).
+``prediction="velocity"`` is the plain velocity head.
 
 In ``video_only`` mode (the base stage) a grid is a batch of clips ``[B, 1, F]``: blocks run spatial
 attention, cross-time attention and the MLP only; the cross-view attention and the sync layers idle.
@@ -39,7 +43,7 @@ from recon.diffusion.sync import SYNC_MODES, make_sync
 
 ORDERS = ("parallel", "sequential")
 DROP_SYNC = ("none", "first", "last")
-PREDICTIONS = ("anchored", "velocity")
+PREDICTIONS = ("anchored", "blended", "velocity")
 ANCHORS = ("nearest", "same_view")
 SIGMA_MIN = 1e-3  # smallest noise level trained and sampled (the scheduler's last step)
 
@@ -78,6 +82,22 @@ def anchor_frames(cond: torch.Tensor, cond_mask: torch.Tensor, rule: str = "near
     frames = cond.reshape(B, V * T, *cond.shape[3:])
     out = torch.gather(frames, 1, flat.reshape(B, V * T, 1, 1, 1).expand(-1, -1, *cond.shape[3:]))
     return out.view_as(cond) * (idx[..., :1] >= 0).to(cond.dtype)[..., None, None]
+
+
+def blend_coefficients(sigma: torch.Tensor, anchor_std: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coefficients of ``prediction="blended"``: ``x0_hat = c_in * x_sigma + c_anchor * anchor + c_out * F``.
+
+    ``x_sigma = (1 - s) x0 + s noise``. ``x_sigma / (1 - s)`` estimates x0 with error std ``s / (1 - s)``,
+    the anchor with error std ``anchor_std`` (an assumed, per-pixel constant); their inverse-variance
+    blend is ``(anchor_std^2 (1 - s) x_sigma + s^2 anchor) / den`` with ``den = anchor_std^2 (1 - s)^2 + s^2``,
+    whose error std ``anchor_std s / sqrt(den)`` scales the network output ``F``. At ``s = 1`` this is the
+    anchor (an untrained network reproduces the copy baseline), at ``s = 0`` the input itself.
+    ``sigma`` is broadcastable; returns ``(c_in, c_anchor, c_out)`` of its shape.
+    """
+    s = sigma.clamp(0.0, 1.0)
+    a2 = anchor_std * anchor_std
+    den = a2 * (1.0 - s) ** 2 + s * s
+    return a2 * (1.0 - s) / den, s * s / den, anchor_std * s / den.sqrt()
 
 
 def timestep_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
@@ -177,7 +197,9 @@ class GridTransformer(ModelMixin, ConfigMixin):
         sync: ``hard | soft | learned`` (see :mod:`recon.diffusion.sync`); unused when sequential.
         order: ``parallel`` (two streams + sync) or ``sequential`` (cross-view then cross-time).
         drop_sync: ``none | first | last``: blocks of the first / last third have no sync layer.
-        prediction: ``anchored`` (clean frame as a correction of its anchor frame) or ``velocity``.
+        prediction: ``anchored`` (clean frame as a correction of its anchor frame), ``blended`` (a
+            correction of the blend of the anchor and the noisy input, :func:`blend_coefficients`) or
+            ``velocity``.
         anchor: which given frame an anchored prediction corrects (:func:`anchor_index`): ``nearest``
             (grid distance) or ``same_view`` (the same camera's nearest given time: for the 4D task, the
             freeze-time frame of the cell's view).
@@ -203,6 +225,7 @@ class GridTransformer(ModelMixin, ConfigMixin):
         drop_sync: str = "none",
         prediction: str = "anchored",
         anchor: str = "nearest",
+        anchor_std: float = 0.15,
     ):
         super().__init__()
         if height % patch_size or width % patch_size:
@@ -210,6 +233,8 @@ class GridTransformer(ModelMixin, ConfigMixin):
         if (sync not in SYNC_MODES or order not in ORDERS or drop_sync not in DROP_SYNC or prediction not in PREDICTIONS
                 or anchor not in ANCHORS):
             raise ValueError(f"bad sync/order/drop_sync/prediction/anchor: {sync!r}, {order!r}, {drop_sync!r}, {prediction!r}, {anchor!r}")
+        if not anchor_std > 0:
+            raise ValueError(f"anchor_std must be > 0, got {anchor_std}")
         if width_dim % heads:
             raise ValueError(f"width_dim {width_dim} is not divisible by heads {heads}")
         D, p = width_dim, patch_size
@@ -321,5 +346,10 @@ class GridTransformer(ModelMixin, ConfigMixin):
         sigma = (timestep / 1000.0).clamp_min(SIGMA_MIN).view(B, 1, 1, 1, 1, 1)
         if cfg.prediction == "velocity":
             return sample - sigma * out if return_x0 else out
-        x0 = anchor_frames(cond, cond_mask, cfg.anchor) + out
+        anchor = anchor_frames(cond, cond_mask, cfg.anchor)
+        if cfg.prediction == "anchored":
+            x0 = anchor + out
+        else:  # blended
+            c_in, c_anchor, c_out = blend_coefficients(timestep.view(B, 1, 1, 1, 1, 1) / 1000.0, cfg.anchor_std)
+            x0 = c_in * sample + c_anchor * anchor + c_out * out
         return x0 if return_x0 else (sample - x0) / sigma

@@ -52,7 +52,7 @@ def sample(
         sched.set_timesteps(sigmas=np.linspace(start_sigma, SIGMA_MIN, steps).tolist(), device=dev)
     x = torch.randn(cond.shape, generator=generator, dtype=torch.float32).to(dev)
     if start_sigma < 1.0:
-        rule = model.config.anchor if model.config.prediction == "anchored" else "nearest"
+        rule = model.config.anchor if model.config.prediction != "velocity" else "nearest"
         x = (1.0 - start_sigma) * anchor_frames(cond, cond_mask, rule) + start_sigma * x
     for t in sched.timesteps:
         v = model(x, t.expand(x.shape[0]), cond, cond_mask, video_only=video_only)

@@ -49,11 +49,15 @@ class ModelConfig:
     order: Literal["parallel", "sequential"] = "parallel"
     drop_sync: Literal["none", "first", "last"] = "none"
     """Remove the sync layers of the first or last third of the blocks."""
-    prediction: Literal["anchored", "velocity"] = "anchored"
-    """anchored: the clean frame as a correction of its anchor frame; velocity: plain velocity."""
+    prediction: Literal["anchored", "blended", "velocity"] = "anchored"
+    """anchored: the clean frame as a correction of its anchor frame; blended: a correction of the blend
+    of the anchor and the noisy input (a skip connection, see recon.diffusion.model.blend_coefficients);
+    velocity: plain velocity."""
     anchor: Literal["nearest", "same_view"] = "nearest"
     """Anchor of an anchored prediction: the nearest given frame (grid distance) or the same view's
     nearest given frame (the freeze-time frame of the cell's view)."""
+    anchor_std: float = 0.15
+    """Assumed error std of the anchor frame (frames in [-1, 1]) for prediction="blended"."""
 
 
 @dataclass
@@ -126,7 +130,7 @@ def flow_loss(
     video_only: bool = False,
 ) -> torch.Tensor:
     """Rectified-flow loss on the frames that are not given (scalar): MSE of the velocity
-    ``noise - x0`` for ``prediction="velocity"``, MSE of the clean frames for ``"anchored"`` (the
+    ``noise - x0`` for ``prediction="velocity"``, MSE of the clean frames for ``"anchored"`` / ``"blended"`` (the
     velocity error weighted by ``sigma^2``, which keeps low noise levels from dominating)."""
     s = sigma.view(-1, 1, 1, 1, 1, 1)
     x_t = (1.0 - s) * x0 + s * noise
