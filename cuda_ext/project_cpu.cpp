@@ -69,6 +69,23 @@ inline SplatConst splat_scale_opacity(float log_scale, float logit) {
   return SplatConst{std::exp(2.0f * log_scale), 1.0f / (1.0f + std::exp(-logit)), 0.0f};
 }
 
+// Inside an OpenMP parallel region: calls body(i, c, n, constants) for every (camera, splat) pair
+// i = c N + n, split over the threads (so one camera uses all of them too). The per-splat constants
+// make(n) are computed once up front into sc (sized N) when there are several cameras, else inline.
+template <typename Make, typename Body>
+inline void for_each_pair(int C, int N, std::vector<SplatConst>& sc, Make make, Body body) {
+  if (C > 1) {
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) sc[n] = make(n);
+  }
+  const int64_t total = static_cast<int64_t>(C) * N;
+#pragma omp for schedule(static)
+  for (int64_t i = 0; i < total; ++i) {
+    const int n = static_cast<int>(i % N);
+    body(i, static_cast<int>(i / N), n, C > 1 ? sc[n] : make(n));
+  }
+}
+
 inline Proj project_one(const Camera& cam, const float* m, float s2) {
   Proj p;
   p.x = cam.R[0] * m[0] + cam.R[1] * m[1] + cam.R[2] * m[2] + cam.t[0];
@@ -149,21 +166,14 @@ std::vector<at::Tensor> project_forward_cpu(const at::Tensor& means, const at::T
   for (int c = 0; c < C; ++c) cams.push_back(camera_of(pv + c * 16, pk + c * 9, W, H));
   const int64_t total = static_cast<int64_t>(C) * N;
   std::vector<uint32_t> all_keys(static_cast<size_t>(total));
-  // With several cameras the per-splat constants are computed once up front; with one, in the main loop.
   std::vector<SplatConst> sc(C > 1 ? N : 0);
-  // One parallel region (waking the threads costs more than a small loop): the constants, then every
-  // (camera, splat) pair, so one camera uses all threads too, then one sort per camera.
+  // One parallel region (waking the threads costs more than a small loop): every (camera, splat) pair,
+  // then one sort per camera.
 #pragma omp parallel num_threads(threads)
   {
-    if (C > 1) {
-#pragma omp for schedule(static)
-      for (int n = 0; n < N; ++n) sc[n] = splat_constant(pls[n], pl[n]);
-    }
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < total; ++i) {
-      const int c = static_cast<int>(i / N), n = static_cast<int>(i % N);
+    for_each_pair(C, N, sc, [&](int n) { return splat_constant(pls[n], pl[n]); },
+                  [&](int64_t i, int c, int n, const SplatConst& k) {
       const Camera& cam = cams[c];
-      const SplatConst k = C > 1 ? sc[n] : splat_constant(pls[n], pl[n]);
       const Proj p = project_one(cam, pm + (per_camera ? i : n) * 3, k.s2);
       const float u = cam.fx * p.x / p.zs + cam.cx, v = cam.fy * p.y / p.zs + cam.cy;
       const float o = k.o;
@@ -191,7 +201,7 @@ std::vector<at::Tensor> project_forward_cpu(const at::Tensor& means, const at::T
       o_r[i] = vis ? static_cast<int32_t>(std::ceil(std::max(ext_x, ext_y))) : 0;
       o_vis[i] = vis;
       all_keys[i] = order_key(p.z, vis);
-    }
+    });
     std::vector<uint32_t> keys, keys_tmp;
     std::vector<int32_t> idx, idx_tmp;
 #pragma omp for schedule(static)
@@ -220,22 +230,14 @@ std::vector<at::Tensor> project_backward_cpu(const at::Tensor& means, const at::
   const float *gm2 = g_means2d.data_ptr<float>(), *gcon = g_conics.data_ptr<float>();
   const float *gop = g_opacities.data_ptr<float>(), *gdz = g_depths.data_ptr<float>();
   float *o_gm = g_means.data_ptr<float>(), *o_gls = g_ls.data_ptr<float>(), *o_glg = g_lg.data_ptr<float>();
-  const int64_t total = static_cast<int64_t>(C) * N;
   const int threads = at::get_num_threads();
   std::vector<Camera> cams;
   for (int c = 0; c < C; ++c) cams.push_back(camera_of(pv + c * 16, pk + c * 9, W, H));
   std::vector<SplatConst> sc(C > 1 ? N : 0);
 #pragma omp parallel num_threads(threads)
-  {
-    if (C > 1) {
-#pragma omp for schedule(static)
-      for (int n = 0; n < N; ++n) sc[n] = splat_scale_opacity(pls[n], pl[n]);
-    }
-#pragma omp for schedule(static)
-  for (int64_t i = 0; i < total; ++i) {
-    const int c = static_cast<int>(i / N), n = static_cast<int>(i % N);
+  for_each_pair(C, N, sc, [&](int n) { return splat_scale_opacity(pls[n], pl[n]); },
+                [&](int64_t i, int c, int n, const SplatConst& k) {
     const Camera& cam = cams[c];
-    const SplatConst k = C > 1 ? sc[n] : splat_scale_opacity(pls[n], pl[n]);
     const Proj p = project_one(cam, pm + (per_camera ? i : n) * 3, k.s2);
     // conic = inverse(cov): dL/dcov = -M G M with M the conic matrix, G = [[gA, gB/2], [gB/2, gC]]
     const float a = p.cyy / p.det, b = -p.cxy / p.det, cc = p.cxx / p.det;
@@ -267,8 +269,7 @@ std::vector<at::Tensor> project_backward_cpu(const at::Tensor& means, const at::
     float* gm = o_gm + i * 3;
     for (int j = 0; j < 3; ++j) gm[j] = cam.R[0 * 3 + j] * g_x + cam.R[1 * 3 + j] * g_y + cam.R[2 * 3 + j] * g_z;
     o_glg[i] = gop[i] * k.o * (1.0f - k.o);
-  }
-  }
+  });
   if (C == 1) return {per_camera ? g_means : g_means.view({N, 3}), g_ls.view({N}), g_lg.view({N})};
   return {per_camera ? g_means : g_means.sum(0), g_ls.sum(0), g_lg.sum(0)};
 }

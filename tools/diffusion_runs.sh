@@ -10,6 +10,8 @@
 #              fill task, 240 scenes; copy its checkpoint/ to data/diffusion/.
 # BASE_INIT_16 / BASE_INIT_32: optional checkpoints the base stages start from (the bundled runs
 # warm-started from base models trained on an earlier version of recon.synth; see BENCHMARKS.md).
+# ANCHOR (ablations only): the anchor rule of every ablation model, nearest (default) or same_view;
+# ABL_BASE / ABL_PSEUDO / ABL_GRID: the ablations' base, pseudo-4D and grid steps (300 / 120 / 380).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?ablations or bundled}
@@ -17,9 +19,9 @@ R=${2:-runs/diffusion}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 T="python tools/train_diffusion.py --threads 1 --scenes 120 --bank-cache $R/bank2.pt"
 if [ "$what" = ablations ]; then
-  S="--model.height 16 --model.width 16"
-  $T --out $R/v2a16/base $S --base-steps 300 --batch 8 ${BASE_INIT_16:+--init-from $BASE_INIT_16}
-  G="$S --init-from $R/v2a16/base/checkpoint --batch 4 --pseudo-steps 120 --grid-steps 380"
+  S="--model.height 16 --model.width 16 --model.anchor ${ANCHOR:-nearest}"
+  $T --out $R/v2a16/base $S --base-steps ${ABL_BASE:-300} --batch 8 ${BASE_INIT_16:+--init-from $BASE_INIT_16}
+  G="$S --init-from $R/v2a16/base/checkpoint --batch 4 --pseudo-steps ${ABL_PSEUDO:-120} --grid-steps ${ABL_GRID:-380}"
   $T --out $R/v2a16/grid-learned $G --model.sync learned
   $T --out $R/v2a16/grid-hard $G --model.sync hard
   $T --out $R/v2a16/grid-sequential $G --model.order sequential
