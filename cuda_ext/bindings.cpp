@@ -1,6 +1,8 @@
 // recon._C: Python bindings; the device dispatch of the compositing kernels happens here only.
 #include <torch/extension.h>
 
+#include <utility>
+
 #include "common.h"
 #include "raster_cpu_core.h"
 #include "rasterize.h"
@@ -40,10 +42,12 @@ std::vector<at::Tensor> composite_backward(const at::Tensor& means2d, const at::
   const bool cuda = means2d.is_cuda();
   check_inputs({means2d, conics, opacities, colors, depths, bbox, t_final, last, tile_offsets, tile_ids}, cuda);
   // upstream gradients: any strides on the CPU (an expanded gradient is read in place)
-  for (const auto* g : {&g_rgb, &g_alpha, &g_depth}) {
+  using Expected = std::pair<const at::Tensor*, int64_t>;  // a gradient and its channel count
+  for (const auto& [g, channels] : {Expected{&g_rgb, colors.size(2)}, Expected{&g_alpha, 1}, Expected{&g_depth, 1}}) {
     TORCH_CHECK(g->is_cuda() == cuda, "recon._C: all inputs must be on the same device");
-    TORCH_CHECK(g->dim() == 4 && g->size(0) == colors.size(0) && g->size(1) == height && g->size(2) == width,
-                "recon._C: upstream gradients must be [C, H, W, *]");
+    TORCH_CHECK(g->dim() == 4 && g->size(0) == colors.size(0) && g->size(1) == height && g->size(2) == width &&
+                    g->size(3) == channels,
+                "recon._C: upstream gradients must be [C, H, W, D] (rgb) and [C, H, W, 1] (alpha, depth)");
   }
   if (cuda) {
 #ifdef RECON_WITH_CUDA

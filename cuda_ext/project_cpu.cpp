@@ -57,7 +57,7 @@ struct SplatConst {
 
 inline SplatConst splat_constant(float log_scale, float logit) {
   const float o = 1.0f / (1.0f + std::exp(-logit));
-  // 2 ln(255 o) >= kMahalanobisMax exactly when 255 o >= exp(kMahalanobisMax / 2): skip the log there
+  // at or above kOpaqueCut, 2 ln(255 o) > kMahalanobisMax for certain: the clamped cut needs no log
   const float q = 255.0f * o >= kOpaqueCut ? recon::kMahalanobisMax
                                            : std::min(std::max(2.0f * std::log(255.0f * std::max(o, recon::kAlphaMin)), 0.0f),
                                                       recon::kMahalanobisMax);
