@@ -121,9 +121,13 @@ void composite_forward(const Frame& f, const Inputs& in, const int32_t* order, s
   const int chunks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, total / 4096)));
   std::vector<int64_t> counts(static_cast<size_t>(chunks) * n_bins, 0);  // [chunk][camera * n_tiles + tile]
   offsets.assign(static_cast<size_t>(n_bins) + 1, 0);
-  // calls visit(bin) for every tile of the k-th pair of the list
+  // calls visit(bin) for every tile of the k-th pair of the list; the boxes are read in depth order, i.e.
+  // at random, so the one 16 pairs ahead is prefetched (A/B at 2 threads: binning + forward -3 % at 20k
+  // splats, -15 % at 200k)
+  constexpr int64_t kAhead = 16;
   auto for_tiles = [&](int64_t k, auto&& visit) {
     const int c = static_cast<int>(k / f.N);
+    if (k + kAhead < total) __builtin_prefetch(in.bbox + ((k + kAhead) / f.N * f.N + order[k + kAhead]) * 4);
     const int n = order[k];
     const int32_t* b = in.bbox + (static_cast<int64_t>(c) * f.N + n) * 4;
     if (b[2] <= b[0] || b[3] <= b[1]) return;
