@@ -105,6 +105,21 @@ struct Kernel {
     __builtin_prefetch(in.colors + g * D);
   }
 
+  // One splat's compositing record (conic, opacity, depth, colour). With DC = 3 the colour is a local
+  // copy the compiler keeps in registers; with DC = 0 (runtime D) it stays in the input array.
+  template <int DC>
+  struct Splat {
+    float ca, cb, cc, o, z;
+    float col_local[DC > 0 ? DC : 1];
+    const float* col_in;
+    RECON_INLINE Splat(const Inputs& in, int64_t g, int D)
+        : ca(in.conics[g * 3]), cb(in.conics[g * 3 + 1]), cc(in.conics[g * 3 + 2]), o(in.opacities[g]),
+          z(in.depths[g]), col_in(in.colors + g * D) {
+      for (int d = 0; d < DC; ++d) col_local[d] = col_in[d];
+    }
+    RECON_INLINE const float* colour() const { return DC > 0 ? col_local : col_in; }
+  };
+
   // (Comparisons are written vector against vector: GCC 12 scalarises a 16-lane vector compared with a
   // scalar when the result is used as a mask.)
   // recon::conic_quad for a block, with the row terms hoisted: bdy = 2 b dy, cdy2 = c dy^2. The forward
@@ -152,12 +167,9 @@ struct Kernel {
       const float mx = in.means2d[g * 2], my = in.means2d[g * 2 + 1];
       Footprint fp;
       if (!footprint(in.bbox + g * 4, x0, y0, f, mx, my, fp)) continue;
-      const float ca = in.conics[g * 3], cb = in.conics[g * 3 + 1], cc = in.conics[g * 3 + 2];
-      const float o = in.opacities[g], z = in.depths[g];
-      // the splat's colour: with DC = 3 a local copy the compiler keeps in registers
-      float col_local[DC > 0 ? DC : 1];
-      for (int d = 0; d < DC; ++d) col_local[d] = in.colors[g * D + d];
-      const float* col = DC > 0 ? col_local : in.colors + g * D;
+      const Splat<DC> sp(in, g, D);
+      const float ca = sp.ca, cb = sp.cb, cc = sp.cc, o = sp.o, z = sp.z;
+      const float* col = sp.colour();
       const vi kk = S::splat_i(static_cast<int32_t>(k));
       vi stops = S::splat_i(0);
       for (int br = fp.br0; br <= fp.br1; ++br) {
@@ -260,12 +272,9 @@ struct Kernel {
         std::fill(out, out + K, 0.0f);
         continue;
       }
-      const float ca = in.conics[g * 3], cb = in.conics[g * 3 + 1], cc = in.conics[g * 3 + 2];
-      const float o = in.opacities[g], z = in.depths[g];
-      // the splat's colour: with DC = 3 a local copy the compiler keeps in registers
-      float col_local[DC > 0 ? DC : 1];
-      for (int d = 0; d < DC; ++d) col_local[d] = in.colors[g * D + d];
-      const float* col = DC > 0 ? col_local : in.colors + g * D;
+      const Splat<DC> sp(in, g, D);
+      const float ca = sp.ca, cb = sp.cb, cc = sp.cc, o = sp.o, z = sp.z;
+      const float* col = sp.colour();
       const vi kk = S::splat_i(static_cast<int32_t>(k));
       // dL/dq sums: s_x = sum g_q dx, s_y = sum g_q dy, s_xx = sum g_q dx^2, s_xy = sum g_q dx dy,
       // s_yy = sum g_q dy^2, from which the conic and mean gradients follow once per entry. Inside a
