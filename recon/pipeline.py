@@ -91,11 +91,25 @@ class ReconstructConfig:
     """Held-out cells are the cross product holdout_views x holdout_times (never trained on)."""
     holdout_times: list[int] = field(default_factory=list)
     seed: int = 0
-    threads: int = 1
-    """torch CPU threads (fixed so that results are reproducible). 1 by default: on a shared,
-    oversubscribed CPU, OpenMP threads spin-wait and a 2-thread fit ran 40x slower than 1 thread."""
+    threads: int = 0
+    """torch CPU threads; 0: the cores this process may use (at most 8), recorded in run.json. A
+    fixed count gives reproducible results. The CLI makes OpenMP wait passively
+    (``OMP_WAIT_POLICY=PASSIVE``): spinning waits made a 2-thread fit 40x slower on a busy machine."""
     backend: str = "auto"
     """Rasterizer backend: auto | torch | cpu | cuda."""
+
+
+def resolve_threads(n: int) -> int:
+    """``n`` >= 1 as is; 0: the cores available to this process, at most 8."""
+    import os
+
+    if int(n) >= 1:
+        return int(n)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def config_to_dict(config: ReconstructConfig) -> dict[str, Any]:
@@ -229,6 +243,7 @@ def open_run(run_dir: Path, resume: bool, header: dict[str, Any], config: Recons
         raise InputError("output exists and is not an empty folder nor a recon run; choose another --out", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"format": RUN_FORMAT, "version": RUN_VERSION, **header, "seed": config.seed,
+            "threads": resolve_threads(config.threads),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {s: {"status": "pending"} for s in STAGES}}
     write_json(run_dir / "config.json", config_to_dict(config))
     run = RunFolder(run_dir, info)
@@ -338,7 +353,7 @@ def reconstruct(
     tracked_views = [v for v in range(grid.num_views) if v not in unseen_views(grid, config)]
     tgrid = grid.subset(views=tracked_views) if len(tracked_views) < grid.num_views else grid
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(config.threads)))
+    torch.set_num_threads(resolve_threads(config.threads))
     try:
         return _run_stages(grid, tgrid, tracked_views, held, config, run, device, progress)
     finally:
@@ -426,10 +441,11 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
     canonical = Canonical.from_tensors(t, meta["pose_source"])
 
     def do_deform():
-        scene = scene_from_canonical(grid, canonical, config.deform, config.canonical.view_offsets)
-        progress.stage_start("deform", config.deform.iterations)
+        trained_views = sorted({i for i, _ in train})
+        scene = scene_from_canonical(grid, canonical, config.deform, config.canonical.view_offsets, trained_views)
+        progress.stage_start("deform", config.deform.iterations or None)
         rep = fit_deform(grid, scene, train, config.deform, device, config.seed * 1000 + 4, config.backend,
-                         lambda d, n, loss: progress.stage_advance("deform", d, n, loss))
+                         lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held)
         return scene.tensors(), {"field": scene.field_config(), "size": list(scene.size), "report": rep}
 
     stage("deform", 4, do_deform)

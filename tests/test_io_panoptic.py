@@ -38,7 +38,9 @@ def test_real_capture_conventions(panoptic_root: Path) -> None:
     assert g.shape == (29, 1, 90, 160)
     assert g.view_names[:3] == ["0", "1", "2"] and "10" in g.view_names
     assert g.meta["view_split"][0] == "test" and g.meta["view_split"][1] == "train"
-    assert g.masks is None and "0" in g.meta["masks"]  # test cameras have no seg/
+    # test cameras have no seg/: all-False masks there, the training cameras' masks are read
+    assert g.masks is not None and "0" in g.meta["masks"] and 0 not in g.meta["mask_views"] and 1 in g.meta["mask_views"]
+    assert not g.masks[0].any() and g.masks[1].any()
     K, w2c = g.cameras.K[:, 0], g.cameras.w2c[:, 0]
     X = _scene_centre(w2c)
     uv, z = _project(K, w2c, X)
@@ -103,7 +105,8 @@ def test_fixture_reads(tmp_path: Path) -> None:
     g = load_grid(root)
     assert g.shape == (2, 3, 12, 16) and g.masks is not None and g.view_names == ["1", "2"]
     g = load_grid(root, LoadOptions(split="all", frames="1:"))
-    assert g.shape == (3, 2, 12, 16) and g.masks is None and g.view_names == ["1", "2", "7"]
+    assert g.shape == (3, 2, 12, 16) and g.view_names == ["1", "2", "7"]
+    assert g.meta["mask_views"] == [0, 1] and not g.masks[2].any()  # camera 7 (test) has no seg/
     np.testing.assert_allclose(g.times, [1 / FPS, 2 / FPS])
     g = load_grid(root, LoadOptions(split="test", scale=0.5))
     assert g.shape == (1, 3, 6, 8) and g.cameras.K[0, 0, 0, 0] == 15.0

@@ -130,7 +130,8 @@ def case_from_grid(name: str, grid: FrameGrid, holdout: tuple[int, ...], tags: d
         case.eval_images = imgs[held]
         case.eval_K = grid.cameras.K[held]
         case.eval_w2c = None if grid.cameras.w2c is None else grid.cameras.w2c[held]
-        case.eval_masks = None if grid.masks is None else grid.masks[held]
+        mask_views = grid.meta.get("mask_views", range(grid.num_views))
+        case.eval_masks = None if grid.masks is None or any(h not in mask_views for h in held) else grid.masks[held]
         case.eval_names = [grid.view_names[h] for h in held] if grid.view_names else [str(h) for h in held]
         if case.eval_w2c is None:
             raise InputError("held-out evaluation needs camera poses; this grid has none", grid.source, "w2c")

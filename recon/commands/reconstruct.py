@@ -50,6 +50,7 @@ def reconstruct(
     frames: str | None = None,
     scale: float = 1.0,
     split: str = "train",
+    eval_split: str | None = None,
 ) -> None:
     """Reconstruct a deformable 4D Gaussian-splat scene from a multi-view x multi-time frame grid.
 
@@ -73,6 +74,9 @@ def reconstruct(
         frames: Frame range start:stop[:step].
         scale: Resolution scale applied while reading.
         split: Split of multi-split datasets (train, test, val; Panoptic also all).
+        eval_split: The standard protocol: train on --split and evaluate on this split's cameras at
+            every frame (e.g. test: Panoptic test_meta.json's cameras). Those cameras are held out
+            (never trained on); metrics.json and the summary name them by id.
     """
     from rich.console import Console
 
@@ -85,6 +89,8 @@ def reconstruct(
     out = Path(out)
     dev = resolve_device(device)
     load = {"views": views, "frames": frames, "scale": scale, "split": split}
+    if eval_split is not None:
+        load["eval_split"] = eval_split
     if resume and input is None and (out / "run.json").is_file():
         info = RunFolder.read_info(out)
         input = Path(info["input"]) if info.get("input") else None
@@ -99,10 +105,22 @@ def reconstruct(
     if not input.exists():
         raise InputError("input does not exist", input)
     cfg = load_config_file(config) if config is not None else ReconstructConfig()
+    load_opts = {k: v for k, v in load.items() if k != "eval_split"}
+    protocol = None
+    if load.get("eval_split") is not None:
+        if holdout is not None:
+            raise InputError("--eval-split holds out the evaluation split's cameras; do not also pass --holdout", field="--holdout")
+        from recon.io.protocol import load_protocol
+
+        grid, protocol = load_protocol(input, LoadOptions(**load_opts), load["eval_split"])
+    else:
+        grid = load_grid(input, LoadOptions(**load_opts))
     over: dict = {}
     if seed is not None:
         over["seed"] = seed
-    if holdout is not None:
+    if protocol is not None:
+        over["holdout_views"], over["holdout_times"] = protocol["views"], list(range(grid.num_times))
+    elif holdout is not None:
         over["holdout_views"], over["holdout_times"] = parse_holdout(holdout)
     elif bundled and not cfg.holdout_views:
         over["holdout_views"], over["holdout_times"] = list(SAMPLE_HOLDOUT[0]), list(SAMPLE_HOLDOUT[1])
@@ -112,7 +130,6 @@ def reconstruct(
         over["prune"] = {"enabled": False}
     cfg = config_from_dict(over, cfg, "command line")
     seed_everything(cfg.seed)
-    grid = load_grid(input, LoadOptions(**load))
     if grid.extras.get("depth") is not None and "object_id" in grid.extras and "surface" not in grid.extras:
         try:  # compact synthetic grids (the bundled sample): restore exact GT for gt tracks / floater counts
             from recon.synth import ensure_ground_truth
@@ -122,14 +139,20 @@ def reconstruct(
             pass
     header = {"command": "recon reconstruct", "input": str(input.resolve()), "load": load, "device": str(dev),
               "time_unit": str(grid.meta.get("time_unit", "s"))}
+    if protocol is not None:
+        header["protocol"] = protocol
     console.print(f"reconstructing {grid.num_views}x{grid.num_times} grid ({grid.height}x{grid.width}) from {input} "
                   f"into {out} on {dev}")
-    with _RichProgress(console) as progress:
+    with (_RichProgress(console) if console.is_terminal else _LineProgress(console)) as progress:
         result = run_pipeline(grid, cfg, out, device=dev, resume=resume, header=header, progress=progress)
     m = result.metrics
     parts = [f"train PSNR {m['train']['psnr_mean']:.2f} dB"]
     if m["heldout"]["cells"]:
-        parts.append(f"held-out PSNR {m['heldout']['psnr_mean']:.2f} dB ({m['heldout']['cells']} cells)")
+        what = f"{protocol['split']} cameras" if protocol is not None else "held-out"
+        parts.append(f"{what} PSNR {m['heldout']['psnr_mean']:.2f} dB ({m['heldout']['cells']} cells)")
+        per = m["heldout"].get("per_camera", {})
+        if protocol is not None and per:
+            parts.append("; ".join(f"camera {k}: PSNR {v['psnr_mean']:.2f} dB, SSIM {v['ssim_mean']:.3f}" for k, v in per.items()))
     parts.append(f"{m['gaussians']['final']} Gaussians")
     if "floaters" in m:
         parts.append(f"floaters {m['floaters']['canonical']} -> {m['floaters']['final']}")
@@ -137,14 +160,51 @@ def reconstruct(
     print(json.dumps({"run": str(out), "train_psnr": m["train"]["psnr_mean"], "heldout_psnr": m["heldout"]["psnr_mean"]}))
 
 
+class _LineProgress:
+    """Progress as log lines (every 10 % of a stage, with rate and ETA) when stderr is not a terminal
+    (a log file, CI), where a live bar would print nothing until the end."""
+
+    def __init__(self, console):
+        self.console = console
+        self.start: dict[str, float] = {}
+        self.next: dict[str, int] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def stage_start(self, name: str, total: int | None) -> None:
+        import time
+
+        self.start[name] = time.perf_counter()
+        self.next[name] = 0
+
+    def stage_advance(self, name: str, done: int, total: int, loss: float | None = None) -> None:
+        import time
+
+        if done < self.next.get(name, 0) and done != total:
+            return
+        self.next[name] = done + max(1, total // 10)
+        el = time.perf_counter() - self.start.get(name, time.perf_counter())
+        eta = el / max(done, 1) * (total - done)
+        note = "" if loss is None else f", loss {loss:.4f}"
+        self.console.print(f"{name}: {done}/{total} ({el:.0f} s, ETA {eta:.0f} s{note})")
+
+    def stage_end(self, name: str, seconds: float, loaded: bool) -> None:
+        self.console.print(f"{name}: {'loaded from checkpoint' if loaded else f'done in {seconds:.1f} s'}")
+
+
 class _RichProgress:
     """rich progress bars for :class:`recon.pipeline.Progress`."""
 
     def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[note]}"), console=console, transient=False)
+                            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=console,
+                            transient=False)
         self.tasks: dict[str, int] = {}
 
     def __enter__(self):

@@ -35,24 +35,31 @@ scales, MLP) frozen: a training view at a time it was not fitted on (same camera
 view-specific detail back, while the shared 4D geometry -- what an unseen view and the exported
 .ply show -- is exactly that of the joint fit.
 
-Optional pruning during the fit: every ``prune_every`` steps, Gaussians with opacity below
-``prune_opacity`` are removed (Adam moments of the rest are kept). Densification is not done:
-the tracks already give a dense point set at the input resolution.
+The loop is the fit engine's (:mod:`recon.fit.engine`), with adaptive density control
+(:mod:`recon.fit.density`: clone / split / prune / opacity reset; new Gaussians inherit their
+parent's tracked offsets, learned correction and dynamic flag), a per-camera colour response
+(:mod:`recon.model.appearance`, fitted after the warm-up) and, where the grid has foreground
+masks, a static background: Gaussians outside the masks get no temporal offset at all.
+Targets are converted from the grid's uint8 images per batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from recon.fit.canonical import Canonical
+from recon.fit.density import DensityConfig, DensityControl
+from recon.fit.engine import FitEngine, ParamGroup, Rows, StepContext, Term
 from recon.fit.losses import photometric_loss
-from recon.fit.schedule import exp_decay, prune_adam_state, time_batches
+from recon.fit.schedule import exp_decay, time_batches
 from recon.grid import FrameGrid
+from recon.model.appearance import CameraAppearance
 from recon.model.deform import DeformField
 from recon.model.scene import DeformableScene
 
@@ -62,7 +69,7 @@ class DeformConfig:
     """Options of the deform stage (learning rates for Adam)."""
 
     iterations: int = 1000
-    """Total optimisation steps (warm-up included)."""
+    """Total optimisation steps (warm-up included); 0: sized to the grid (:func:`auto_iterations`)."""
     warmup: int = 100
     """First steps on freeze-time cells only, without the temporal MLP."""
     cells_per_step: int = 3
@@ -86,7 +93,8 @@ class DeformConfig:
     view_residual: float = 0.2
     """Length of the phase after the joint fit that optimises only a free per-Gaussian, per-view
     residual of the correction, everything shared frozen, as a fraction of ``iterations`` (0: none;
-    0.2 of the default 1000: 200 steps). See the module docstring."""
+    0.2 of the default 1000: 200 steps). Skipped when no held-out cell belongs to a trained view
+    (it can only help such cells). See the module docstring."""
     lr_view_residual: float = 1e-4
     """Learning rate of the residual phase, in units of the scene radius."""
     view_offset_reg: float = 0.01
@@ -96,14 +104,26 @@ class DeformConfig:
     time_freqs: int = 4
     mlp_width: int = 64
     mlp_depth: int = 3
-    prune_every: int = 0
-    """Prune faded Gaussians every this many steps (0: never)."""
-    prune_opacity: float = 0.005
+    appearance: bool = True
+    """Fit a per-camera colour gain and bias (:mod:`recon.model.appearance`) on the training views."""
+    lr_appearance: float = 1e-3
+    static_background: bool = True
+    """When the grid has foreground masks: Gaussians that project outside the masks in the
+    freeze-time frames are static (dp^t = 0, no MLP), so the background cannot drift in time."""
+    density: DensityConfig = dc_field(default_factory=DensityConfig)
+    """Adaptive density control (:mod:`recon.fit.density`)."""
 
 
-def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformConfig, view_offsets: bool = True) -> DeformableScene:
+def auto_iterations(num_images: int, cells_per_step: int) -> int:
+    """Steps for ``iterations = 0``: about 40 renders of every training image, 1000..30000 steps."""
+    return int(min(30000, max(1000, math.ceil(40 * num_images / max(1, cells_per_step)))))
+
+
+def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformConfig, view_offsets: bool = True,
+                         trained_views: list[int] | None = None) -> DeformableScene:
     """A :class:`DeformableScene` at the start of the deform stage: canonical splats, tracked
-    offsets (zeros when ``view_offsets`` is False), identity temporal field."""
+    offsets (zeros when ``view_offsets`` is False), identity temporal field, identity camera
+    responses (fitted on ``trained_views``, default all), the dynamic flags from the masks."""
     means = canonical.splats.means.detach()
     dist = means.norm(dim=1)
     radius = float(dist.median()) if len(dist) else 1.0
@@ -112,11 +132,63 @@ def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformCo
     t = torch.as_tensor(grid.times, dtype=torch.float32)
     field = DeformField(offsets, center, radius, (float(t.min()), float(t.max())), config.pos_freqs, config.time_freqs,
                         config.mlp_width, config.mlp_depth, learn_view_offsets=config.learn_view_offsets and view_offsets)
+    if config.static_background and grid.masks is not None and grid.num_times > 1:
+        voters = [v for v in (trained_views if trained_views is not None else range(grid.num_views))
+                  if v in grid.meta.get("mask_views", range(grid.num_views))]
+        if voters:
+            field.dynamic = dynamic_from_masks(grid, canonical, voters)
     to_world = torch.eye(4)
     if grid.cameras.w2c is not None:
         to_world = torch.linalg.inv(torch.from_numpy(np.array(grid.cameras.w2c[int(grid.central_view), grid.ref_time]))).float()
     splats = type(canonical.splats)(*(v for v in canonical.splats.tensors().values()))
-    return DeformableScene(splats, field, canonical.poses, torch.from_numpy(grid.cameras.K).float(), t, (grid.height, grid.width), to_world)
+    appearance = CameraAppearance(grid.num_views, trained_views) if config.appearance else None
+    return DeformableScene(splats, field, canonical.poses, torch.from_numpy(grid.cameras.K).float(), t, (grid.height, grid.width),
+                           to_world, appearance)
+
+
+DYNAMIC_DILATE = 3
+"""Foreground masks are dilated by this many pixels (at the grid's resolution) before the vote."""
+DYNAMIC_VOTE = 0.5
+"""A Gaussian is dynamic when it projects onto the (dilated) foreground in at least this fraction of
+the freeze-time frames that see it."""
+
+
+@torch.no_grad()
+def dynamic_from_masks(grid: FrameGrid, canonical: Canonical, views: list[int] | None = None) -> Tensor:
+    """``bool [P]``: canonical Gaussians that lie on the foreground of ``grid.masks`` in the
+    freeze-time frames of ``views`` (default all): the vote of :data:`DYNAMIC_VOTE` over the frames
+    where the Gaussian projects inside the image, masks dilated by :data:`DYNAMIC_DILATE` px."""
+    import cv2
+
+    V, T, H, W = grid.shape
+    r = grid.ref_time
+    views = list(range(V)) if views is None else list(views)
+    X = canonical.splats.means.detach().double().numpy()
+    fg = np.zeros(len(X))
+    seen = np.zeros(len(X))
+    kernel = np.ones((2 * DYNAMIC_DILATE + 1,) * 2, np.uint8)
+    for i in views:
+        A = canonical.poses[i, r].double().numpy()
+        Xc = X @ A[:3, :3].T + A[:3, 3]
+        K = grid.cameras.K[i, r]
+        z = Xc[:, 2]
+        ok = z > 1e-6
+        u = np.where(ok, K[0, 0] * Xc[:, 0] / np.maximum(z, 1e-6) + K[0, 2], -1)
+        v = np.where(ok, K[1, 1] * Xc[:, 1] / np.maximum(z, 1e-6) + K[1, 2], -1)
+        ok &= (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        m = cv2.dilate(grid.masks[i, r].astype(np.uint8), kernel) > 0
+        ui, vi = u[ok].astype(int), v[ok].astype(int)
+        fg[ok] += m[vi, ui]
+        seen[ok] += 1
+    return torch.from_numpy(fg >= DYNAMIC_VOTE * np.maximum(seen, 1)) & torch.from_numpy(seen > 0)
+
+
+def camera_extent(poses: Tensor, views: list[int], ref_time: int) -> float:
+    """3DGS's scene extent: 1.1 x the largest distance of the ``views``' camera centres (at
+    ``ref_time``, canonical coordinates, from ``poses [V, T, 4, 4]``) from their mean; 0 for one camera."""
+    A = poses[views, ref_time].double()
+    centres = -(A[:, :3, :3].transpose(1, 2) @ A[:, :3, 3:4]).squeeze(-1)
+    return 1.1 * float((centres - centres.mean(0)).norm(dim=1).max()) if len(views) > 1 else 0.0
 
 
 VIEW_CORRECTIONS = ("affine", "centred", "free")
@@ -155,6 +227,27 @@ def project_centred(correction: Tensor, views: list[int]) -> Tensor:
     return out
 
 
+def scene_rows(scene: DeformableScene) -> Rows:
+    """The per-Gaussian tensors of a scene that density control keeps row-aligned."""
+    sp, f = scene.splats, scene.field
+    return Rows({"means": (sp, "means"), "log_scales": (sp, "log_scales"), "opacity_logits": (sp, "opacity_logits"),
+                 "colors": (sp, "colors"), "view_correction": (f, "view_correction"),
+                 "tracked_offsets": (f, "tracked_offsets"), "dynamic": (f, "dynamic")})
+
+
+def uint8_targets(grid: FrameGrid, device: torch.device) -> Callable[[list[tuple[int, int]]], Tensor]:
+    """``target(batch) -> [C, H, W, 3]`` float in [0, 1] on ``device``, converted per batch from
+    the grid's uint8 images (a large grid is never held as floats)."""
+    images = torch.from_numpy(grid.images)
+
+    def target(batch: list[tuple[int, int]]) -> Tensor:
+        iv = torch.tensor([i for i, _ in batch])
+        it = torch.tensor([j for _, j in batch])
+        return images[iv, it].to(device).float().div_(255.0)
+
+    return target
+
+
 def fit_deform(
     grid: FrameGrid,
     scene: DeformableScene,
@@ -164,11 +257,14 @@ def fit_deform(
     seed: int,
     backend: str = "auto",
     progress: Callable[[int, int, float], None] | None = None,
+    held_cells: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
-    """Fit ``scene`` (in place, moved to ``device``) to the ``train_cells`` of ``grid``.
+    """Fit ``scene`` (in place, moved to ``device``) to the ``train_cells`` of ``grid`` with the
+    fit engine (density control, camera responses, the regularisers of the module docstring).
 
-    Returns a report: loss trace (every 10 steps), first/last loss, Gaussian count at the end,
-    Gaussians pruned during the fit.
+    ``held_cells`` (never rendered) only decide whether the view-residual phase can help any of
+    them. Returns a report: loss trace (every 10 steps), first/last loss, Gaussian counts,
+    density-control counts, steps of each phase.
     """
     if not train_cells:
         raise ValueError("no training cells")
@@ -180,23 +276,35 @@ def fit_deform(
     g = torch.Generator().manual_seed(seed)
     scene.splats.to(device)
     scene.field.to(device)
+    if scene.appearance is not None:
+        scene.appearance.to(device)
     sp, field = scene.splats, scene.field
     radius = float(field.radius)
     unit = float(sp.log_scales.detach().exp().median())
-    images = grid.float_images()  # [V, T, H, W, 3] CPU
+    target = uint8_targets(grid, device)
+    trained_views = sorted({i for i, _ in train_cells})
+    central = int(grid.central_view)
+    iterations = config.iterations if config.iterations > 0 else auto_iterations(len(train_cells), config.cells_per_step)
+
+    ref_cells = [c for c in train_cells if c[1] == grid.ref_time]
+    warm = min(config.warmup, iterations) if ref_cells else 0
+    batches = time_batches(ref_cells, warm, config.cells_per_step, g) if warm else []
+    batches += time_batches(train_cells, iterations - warm, config.cells_per_step, g)
+    total = len(batches)
     groups = [
-        {"params": [sp.means], "lr": config.lr_means * radius, "name": "means"},
-        {"params": [sp.colors], "lr": config.lr_colors, "name": "colors"},
-        {"params": [sp.opacity_logits], "lr": config.lr_opacity, "name": "opacity"},
-        {"params": [sp.log_scales], "lr": config.lr_scales, "name": "scales"},
-        {"params": list(field.mlp.parameters()), "lr": config.lr_mlp, "name": "mlp"},
+        ParamGroup("means", ["means"], lambda s: exp_decay(config.lr_means * radius, config.lr_means_final * radius, s, total)),
+        ParamGroup("colors", ["colors"], config.lr_colors),
+        ParamGroup("opacity", ["opacity_logits"], config.lr_opacity),
+        ParamGroup("scales", ["log_scales"], config.lr_scales),
+        ParamGroup("mlp", list(field.mlp.parameters()),
+                   lambda s: 0.0 if s < warm else exp_decay(config.lr_mlp, config.lr_mlp_final, s - warm, total - warm)),
     ]
     if field.learn_view_offsets:
-        groups.append({"params": [field.view_correction], "lr": config.lr_view_correction * radius, "name": "view"})
-    opt = torch.optim.Adam(groups, eps=1e-15)
+        groups.append(ParamGroup("view", ["view_correction"], config.lr_view_correction * radius))
+    if scene.appearance is not None:
+        groups.append(ParamGroup("appearance", [scene.appearance.log_gain, scene.appearance.bias],
+                                 lambda s: 0.0 if s < warm else config.lr_appearance))
     mode = config.view_correction if field.learn_view_offsets else None
-    central = int(grid.central_view)
-    trained_views = sorted({i for i, _ in train_cells})
 
     def project() -> None:  # projected gradient: keep the correction in its allowed set
         if mode == "affine":
@@ -205,99 +313,76 @@ def fit_deform(
             field.view_correction.data.copy_(project_centred(field.view_correction, trained_views))
 
     project()
-
-    ref_cells = [c for c in train_cells if c[1] == grid.ref_time]
-    warm = min(config.warmup, config.iterations) if ref_cells else 0
-    batches = time_batches(ref_cells, warm, config.cells_per_step, g) if warm else []
-    batches += time_batches(train_cells, config.iterations - warm, config.cells_per_step, g)
+    extent = camera_extent(scene.poses, trained_views, grid.ref_time) or 2.0 * radius
+    # every camera with a pose clears its near space (its images are never used; see recon.fit.density)
+    cams = (scene.poses[:, grid.ref_time].to(device), scene.Ks[:, grid.ref_time].to(device))
+    density = DensityControl(config.density, extent, scene.size, g, cams) if config.density.enabled else None
+    engine = FitEngine(scene_rows(scene), groups, density, post_step=[project])
     times = scene.times.to(device)
     dt = 0.5 * float(times.max() - times.min()) / max(1, scene.num_times - 1)
-    trace: list[float] = []
-    pruned_total = 0
-    for step, batch in enumerate(batches):
-        for grp in opt.param_groups:
-            if grp["name"] == "means":
-                grp["lr"] = exp_decay(config.lr_means * radius, config.lr_means_final * radius, step, len(batches))
-            elif grp["name"] == "mlp":
-                grp["lr"] = 0.0 if step < warm else exp_decay(config.lr_mlp, config.lr_mlp_final, step - warm, len(batches) - warm)
-        rgb, _, _, _ = scene.render(batch, backend=backend)
-        target = images[[i for i, _ in batch], [j for _, j in batch]].to(device)
-        loss = photometric_loss(rgb, target, config.ssim_weight)
-        total = loss
-        if step >= warm and config.time_smooth_reg > 0 and dt > 0:
-            n = min(1024, sp.num)
-            idx = torch.randint(0, sp.num, (n,), generator=g).to(device)
-            t0 = float(times.min()) + float(torch.rand((), generator=g)) * float(times.max() - times.min())
-            x = sp.means[idx]
-            d = field.time_offset(x, t0 + dt) - field.time_offset(x, t0)
-            total = total + config.time_smooth_reg * (d / unit).pow(2).sum(-1).mean()
-        if field.learn_view_offsets and config.view_offset_reg > 0:
-            total = total + config.view_offset_reg * (field.view_correction / unit).pow(2).sum(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        project()
-        if step % 10 == 0 or step == len(batches) - 1:
-            trace.append(float(loss.detach()))
-        if config.prune_every > 0 and step > 0 and step % config.prune_every == 0 and step < 0.8 * len(batches):
-            pruned_total += _prune(scene, opt, sp.opacities().detach() >= config.prune_opacity)
-        if progress is not None:
-            progress(step + 1, len(batches), float(loss.detach()))
-    residual = _fit_view_residual(scene, grid, train_cells, config, images, unit, g, backend, device,
-                                  None if progress is None else lambda k, n, l: progress(len(batches) + k, len(batches) + n, l))
-    if residual:
-        trace += residual
-    return {"loss_first": trace[0], "loss_last": trace[-1], "loss_trace_every_10": trace, "gaussians": sp.num,
-            "pruned_during_fit": pruned_total, "warmup_steps": warm, "steps": len(batches),
-            "view_residual_steps": int(round(config.view_residual * config.iterations)) if residual else 0}
+
+    def render(batch):
+        rgb, _, _, meta = scene.render(batch, backend=backend)
+        return rgb, meta
+
+    def time_smooth(ctx: StepContext) -> Tensor:
+        dyn = field.dynamic.nonzero().squeeze(1)
+        if len(dyn) == 0:
+            return sp.means.new_zeros(())
+        idx = dyn[torch.randint(0, len(dyn), (min(1024, len(dyn)),), generator=g).to(device)]
+        t0 = float(times.min()) + float(torch.rand((), generator=g)) * float(times.max() - times.min())
+        x = sp.means[idx]
+        d = field.time_offset(x, t0 + dt) - field.time_offset(x, t0)
+        return (d / unit).pow(2).sum(-1).mean()
+
+    terms = [Term("photometric", lambda ctx: photometric_loss(ctx.rgb, ctx.target, config.ssim_weight))]
+    if config.time_smooth_reg > 0 and dt > 0:
+        terms.append(Term("time_smooth", time_smooth, config.time_smooth_reg, start=warm))
+    if field.learn_view_offsets and config.view_offset_reg > 0:
+        terms.append(Term("view_offset", lambda ctx: (field.view_correction / unit).pow(2).sum(-1).mean(), config.view_offset_reg))
+    n0 = sp.num
+    out = engine.run(batches, render, target, terms, progress)
+    trace = out["trace"]
+    residual_steps = int(round(config.view_residual * iterations))
+    if held_cells is not None and not any(i in trained_views for i, _ in held_cells):
+        residual_steps = 0  # nothing the residual could help: every held-out cell is of an unseen view
+    residual = _fit_view_residual(scene, train_cells, config, residual_steps, target, unit, g, backend,
+                                  None if progress is None else lambda k, n, l: progress(total + k, total + n, l))
+    trace += residual
+    rep = {"loss_first": trace[0], "loss_last": trace[-1], "loss_trace_every_10": trace, "gaussians": sp.num,
+           "gaussians_start": n0, "dynamic_gaussians": int(field.dynamic.sum()), "warmup_steps": warm, "steps": total,
+           "view_residual_steps": residual_steps if residual else 0, "extent": extent}
+    if density is not None:
+        rep["density"] = density.report()
+    if scene.appearance is not None:
+        rep["appearance"] = scene.appearance.describe()
+    return rep
 
 
-def _fit_view_residual(scene: DeformableScene, grid: FrameGrid, train_cells: list[tuple[int, int]], config: DeformConfig,
-                       images: Tensor, unit: float, g: torch.Generator, backend: str, device: torch.device,
+def _fit_view_residual(scene: DeformableScene, train_cells: list[tuple[int, int]], config: DeformConfig, steps: int,
+                       target: Callable, unit: float, g: torch.Generator, backend: str,
                        progress: Callable[[int, int, float], None] | None) -> list[float]:
     """The per-view residual phase (see module docstring); returns its loss trace (every 10 steps)."""
     field, sp = scene.field, scene.splats
-    steps = int(round(config.view_residual * config.iterations))
     if not field.learn_view_offsets or steps <= 0:
         return []
     batches = time_batches(train_cells, steps, config.cells_per_step, g)
     shared = [sp.means, sp.colors, sp.opacity_logits, sp.log_scales, *field.mlp.parameters()]
+    if scene.appearance is not None:
+        shared += [scene.appearance.log_gain, scene.appearance.bias]
     flags = [p.requires_grad for p in shared]
     for p in shared:
         p.requires_grad_(False)
-    opt = torch.optim.Adam([field.view_correction], lr=config.lr_view_residual * float(field.radius), eps=1e-15)
-    trace: list[float] = []
+    engine = FitEngine(Rows({}), [ParamGroup("view_residual", [field.view_correction], config.lr_view_residual * float(field.radius))])
+
+    def render(batch):
+        rgb, _, _, meta = scene.render(batch, backend=backend)
+        return rgb, meta
+
+    terms = [Term("photometric", lambda ctx: photometric_loss(ctx.rgb, ctx.target, config.ssim_weight)),
+             Term("view_offset", lambda ctx: (field.view_correction / unit).pow(2).sum(-1).mean(), config.view_offset_reg)]
     try:
-        for step, batch in enumerate(batches):
-            rgb, _, _, _ = scene.render(batch, backend=backend)
-            target = images[[i for i, _ in batch], [j for _, j in batch]].to(device)
-            loss = photometric_loss(rgb, target, config.ssim_weight)
-            total = loss + config.view_offset_reg * (field.view_correction / unit).pow(2).sum(-1).mean()
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            if step % 10 == 0 or step == len(batches) - 1:
-                trace.append(float(loss.detach()))
-            if progress is not None:
-                progress(step + 1, len(batches), float(loss.detach()))
+        return engine.run(batches, render, target, terms, progress)["trace"]
     finally:
         for p, f in zip(shared, flags):
             p.requires_grad_(f)
-    return trace
-
-
-def _prune(scene: DeformableScene, opt: torch.optim.Adam, keep: Tensor) -> int:
-    """Remove Gaussians where ``keep`` is False from the scene and the optimiser; returns how many."""
-    n = int((~keep).sum())
-    if n == 0:
-        return 0
-    sp, field = scene.splats, scene.field
-    for name in ("means", "log_scales", "opacity_logits", "colors"):
-        old = getattr(sp, name)
-        new = nn.Parameter(old.detach()[keep].clone())
-        prune_adam_state(opt, old, new, keep)
-        setattr(sp, name, new)
-    old = field.view_correction
-    field.select(keep)
-    prune_adam_state(opt, old, field.view_correction, keep)
-    return n

@@ -22,6 +22,10 @@ from recon.grid import FrameGrid
 from recon.model.scene import DeformableScene
 
 RENDER_BATCH = 4
+PREVIEW_VIEWS = 2
+"""Held-out views shown in preview.png / preview.mp4 (e.g. a test split's cameras)."""
+PREVIEW_FRAMES = 8
+"""At most this many times in preview.png (evenly spaced); preview.mp4 has them all."""
 
 
 def synthetic_scene(grid: FrameGrid):
@@ -57,32 +61,55 @@ def floater_report(grid: FrameGrid, canonical_means: Tensor, tol: float) -> dict
     return {"floaters": count_floaters(scene, X, float(grid.times[grid.ref_time]), tol), "floater_tol": tol}
 
 
+def iter_renders(scene: DeformableScene, cells: list[tuple[int, int]], backend: str = "auto", view_offsets: bool = True):
+    """Yield ``((view, time), rgb [H, W, 3])`` in [0, 1] (CPU) for ``cells``, rendered
+    :data:`RENDER_BATCH` at a time (a large grid is never held as float renders)."""
+    for k in range(0, len(cells), RENDER_BATCH):
+        batch = cells[k:k + RENDER_BATCH]
+        rgb, _, _, _ = scene.render(batch, backend=backend, view_offsets=view_offsets)
+        for c, im in zip(batch, rgb.clamp(0, 1).cpu()):
+            yield c, im
+
+
 def render_grid(scene: DeformableScene, backend: str = "auto", view_offsets: bool = True) -> Tensor:
     """Renders of every cell ``[V, T, H, W, 3]`` in [0, 1] (CPU)."""
     V, T = scene.num_views, scene.num_times
-    cells = [(i, j) for i in range(V) for j in range(T)]
-    out = []
-    for k in range(0, len(cells), RENDER_BATCH):
-        rgb, _, _, _ = scene.render(cells[k:k + RENDER_BATCH], backend=backend, view_offsets=view_offsets)
-        out.append(rgb.clamp(0, 1).cpu())
     H, W = scene.size
-    return torch.cat(out).reshape(V, T, H, W, 3)
+    out = torch.empty(V, T, H, W, 3)
+    for (i, j), im in iter_renders(scene, [(i, j) for i in range(V) for j in range(T)], backend, view_offsets):
+        out[i, j] = im
+    return out
 
 
-def cell_metrics(grid: FrameGrid, renders: Tensor, held: list[tuple[int, int]]) -> dict[str, Any]:
-    """Per-cell PSNR / SSIM and the means over train and held-out cells."""
-    gt = grid.float_images()
-    cells = []
-    for i in range(grid.num_views):
-        for j in range(grid.num_times):
-            cells.append({"view": i, "time": j, "split": "heldout" if (i, j) in held else "train",
-                          "psnr": psnr(renders[i, j], gt[i, j]), "ssim": float(ssim(renders[i, j][None], gt[i, j][None])[0])})
+def summarise(cells: list[dict[str, Any]], grid: FrameGrid, held: list[tuple[int, int]]) -> dict[str, Any]:
+    """Means over train / held-out cells, and per held-out camera (named by ``view_names``) when
+    whole views are held out (a test split's cameras)."""
     out: dict[str, Any] = {"cells": cells}
     for split in ("train", "heldout"):
         sel = [c for c in cells if c["split"] == split]
         out[split] = {"cells": len(sel), "psnr_mean": float(np.mean([c["psnr"] for c in sel])) if sel else None,
                       "ssim_mean": float(np.mean([c["ssim"] for c in sel])) if sel else None}
+    held_views = sorted({i for i, _ in held})
+    names = grid.view_names or [str(i) for i in range(grid.num_views)]
+    per = {}
+    for i in held_views:
+        sel = [c for c in cells if c["view"] == i and c["split"] == "heldout"]
+        per[names[i]] = {"view": i, "frames": len(sel), "psnr_mean": float(np.mean([c["psnr"] for c in sel])),
+                         "ssim_mean": float(np.mean([c["ssim"] for c in sel]))}
+    out["heldout"]["per_camera"] = per
     return out
+
+
+def cell_metrics(grid: FrameGrid, renders: Tensor, held: list[tuple[int, int]]) -> dict[str, Any]:
+    """Per-cell PSNR / SSIM and the means over train and held-out cells (``renders [V, T, H, W, 3]``)."""
+    cells = [_cell(grid, i, j, renders[i, j], held) for i in range(grid.num_views) for j in range(grid.num_times)]
+    return summarise(cells, grid, held)
+
+
+def _cell(grid: FrameGrid, i: int, j: int, im: Tensor, held: list[tuple[int, int]]) -> dict[str, Any]:
+    gt = torch.from_numpy(grid.images[i, j]).float().div_(255.0)
+    return {"view": i, "time": j, "split": "heldout" if (i, j) in held else "train",
+            "psnr": psnr(im, gt), "ssim": float(ssim(im[None], gt[None])[0])}
 
 
 def _u8(x: Tensor) -> np.ndarray:
@@ -114,19 +141,31 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
     from recon.io.images import write_png
 
     oc = config.outputs
-    renders = render_grid(scene, config.backend)
-    metrics: dict[str, Any] = cell_metrics(grid, renders, held)
     V, T = grid.num_views, grid.num_times
-    if oc.renders:
-        for i in range(V):
-            for j in range(T):
-                write_png(run_dir / "renders" / f"view_{i:02d}_time_{j:04d}.png", _u8(renders[i, j]))
-    # preview: a held-out view (else the central one) over time, GT | render
-    pv = held[0][0] if held else int(grid.central_view)
-    gt = grid.float_images()
-    pairs = [np.concatenate([_u8(gt[pv, j]), _u8(renders[pv, j])], axis=1) for j in range(T)]
-    write_png(run_dir / "preview.png", np.concatenate(pairs, axis=0))
-    files = {"preview": "preview.png", "preview_view": pv}
+    held_set = set(held)
+    # preview: the held-out views (else the central one) over time, GT | render
+    pviews = sorted({i for i, _ in held})[:PREVIEW_VIEWS] or [int(grid.central_view)]
+    kept: dict[tuple[int, int], Tensor] = {}
+    cells = []
+    for (i, j), im in iter_renders(scene, [(i, j) for i in range(V) for j in range(T)], config.backend):
+        cells.append(_cell(grid, i, j, im, held_set))
+        if oc.renders:
+            write_png(run_dir / "renders" / f"view_{i:02d}_time_{j:04d}.png", _u8(im))
+        if i in pviews:
+            kept[(i, j)] = _u8(im)
+    metrics: dict[str, Any] = summarise(cells, grid, held)
+    pv = pviews[0]
+    frames = []
+    for j in range(T):
+        row = [np.concatenate([grid.images[v, j], kept[(v, j)]], axis=1) for v in pviews]
+        frames.append(np.concatenate(row, axis=0))
+    step = max(1, T // PREVIEW_FRAMES)
+    write_png(run_dir / "preview.png", np.concatenate(frames[::step][:PREVIEW_FRAMES], axis=0))
+    pairs = frames
+    names = grid.view_names or [str(i) for i in range(V)]
+    files = {"preview": "preview.png", "preview_view": pv, "preview_views": pviews,
+             "preview_layout": f"rows: times (every {step}), per time one row per view {[names[v] for v in pviews]}; "
+                               "columns: ground truth | render"}
     if oc.preview_video:
         import warnings
 

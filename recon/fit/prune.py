@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from recon.fit.canonical import Canonical
+from recon.fit.engine import FitEngine, ParamGroup, Rows, Term
 from recon.fit.losses import photometric_loss
 from recon.fit.schedule import cell_order
 from recon.grid import FrameGrid
@@ -99,24 +100,25 @@ def prune_floaters(
     cols = canonical.splats.colors.detach().clone().to(device).requires_grad_(True)
     # a Gaussian's scale is set in canonical units; frame coordinates share that unit
     K = torch.as_tensor(grid.cameras.K[:, r], dtype=torch.float32, device=device)
-    images = grid.float_images()[:, r].to(device)  # [V, H, W, 3]
+    images = torch.from_numpy(grid.images)
     eye = torch.eye(4, device=device)
-    opt = torch.optim.Adam([{"params": [opac], "lr": config.lr_opacity}, {"params": [cols], "lr": config.lr_colors}], eps=1e-15)
-    losses: list[float] = []
-    batches = cell_order([(v, r) for v in range(V)], config.iterations, config.views_per_step, g)
-    for it, batch in enumerate(batches):
+    engine = FitEngine(Rows({}), [ParamGroup("opacity", [opac], config.lr_opacity), ParamGroup("colors", [cols], config.lr_colors)])
+
+    def render(batch):
         views = [v for v, _ in batch]
         means = frame_pts[:, views].permute(1, 0, 2).contiguous()  # [C, P, 3]
-        rgb, _, _, _ = rasterize(means, log_scales, opac, cols.clamp(0, 1), eye.expand(len(views), 4, 4).contiguous(),
-                                 K[views], W, H, backend=backend)
-        loss = photometric_loss(rgb, images[views], config.ssim_weight)
-        total = loss + config.opacity_reg * torch.sigmoid(opac).mean()
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(it + 1, len(batches))
+        rgb, _, _, meta = rasterize(means, log_scales, opac, cols.clamp(0, 1), eye.expand(len(views), 4, 4).contiguous(),
+                                    K[views], W, H, backend=backend)
+        return rgb, meta
+
+    def target(batch):
+        return images[[v for v, _ in batch], r].to(device).float().div_(255.0)
+
+    terms = [Term("photometric", lambda ctx: photometric_loss(ctx.rgb, ctx.target, config.ssim_weight)),
+             Term("opacity", lambda ctx: torch.sigmoid(opac).mean(), config.opacity_reg)]
+    batches = cell_order([(v, r) for v in range(V)], config.iterations, config.views_per_step, g)
+    losses = engine.run(batches, render, target, terms, None if progress is None else lambda d, n, _l: progress(d, n),
+                        trace_every=1)["trace"]
     opacity = torch.sigmoid(opac.detach()).cpu()
     keep = opacity >= config.threshold
     canon_pts = canonical.splats.means.detach().cpu().double().numpy()

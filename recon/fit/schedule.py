@@ -52,18 +52,3 @@ def time_batches(cells: list[tuple[int, int]], steps: int, per_step: int, genera
         pick = torch.randperm(len(group), generator=generator)[: max(1, per_step)].tolist()
         out.append([group[k] for k in sorted(pick)])
     return out
-
-
-def prune_adam_state(optimizer: torch.optim.Adam, param: Tensor, new_param: Tensor, keep: Tensor) -> None:
-    """Swap ``param`` for ``new_param`` (= ``param[keep]``) in ``optimizer``, keeping the Adam
-    moments of the kept rows (used when Gaussians are removed during a fit)."""
-    for group in optimizer.param_groups:
-        for k, p in enumerate(group["params"]):
-            if p is param:
-                state = optimizer.state.pop(p, None)
-                group["params"][k] = new_param
-                if state:
-                    state = {n: (v[keep] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == keep.shape[0] else v)
-                             for n, v in state.items()}
-                    optimizer.state[new_param] = state
-                return

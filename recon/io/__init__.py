@@ -162,6 +162,40 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return K
 
 
+MEMORY_FRACTION = 0.6
+"""A decoded grid may take at most this fraction of the memory available when it is read (the fit
+needs the rest: renders, gradients, the splats)."""
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable`` of /proc/meminfo; elsewhere
+    the physical memory reported by ``os.sysconf``); ``RECON_MEMORY_LIMIT`` (bytes) overrides it."""
+    env = os.environ.get("RECON_MEMORY_LIMIT")
+    if env:
+        return int(float(env))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_memory(nbytes: int, what: str, source: Path | str | None = None) -> None:
+    """Raise :class:`InputError` before allocating ``nbytes`` for ``what`` when that exceeds
+    :data:`MEMORY_FRACTION` of the available memory, saying which options make it smaller."""
+    avail = available_memory()
+    if nbytes > MEMORY_FRACTION * avail:
+        raise InputError(f"{what} would take {nbytes / 2**30:.1f} GiB decoded, more than {MEMORY_FRACTION:.0%} of the "
+                         f"{avail / 2**30:.1f} GiB of memory available; read less with --scale, --frames or --views",
+                         source, "size")
+
+
 def read_image_grid(
     paths: list[list[Path]],
     scale: float = 1.0,
@@ -196,6 +230,8 @@ def read_image_grid(
     H, W = expected_hw
     h, w = scaled_size(H, W, scale)
     V, T = len(paths), max(len(r) for r in paths)
+    check_memory(V * T * h * w * int(np.prod(first.shape[2:], dtype=np.int64)), f"{V} views x {T} frames at {w}x{h}",
+                 flat[0][2])
     out = np.zeros((V, T, h, w) + first.shape[2:], bool if masks else np.uint8)
 
     def load(item, a=None):

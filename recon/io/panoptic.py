@@ -20,8 +20,9 @@ How it maps onto a :class:`~recon.grid.FrameGrid`:
   30 fps (``meta["fps"]``, ``meta["frame_indices"]`` keeps the original t);
 * ``ref_time`` is the first selected time; ``central_view`` the camera whose centre is nearest the
   mean camera centre;
-* masks are read when every selected camera has a ``seg/<cam>`` folder, else left out (the test
-  cameras have none; ``meta["masks"]`` says why);
+* masks are read for the selected cameras that have a ``seg/<cam>`` folder (the test cameras have
+  none: their masks are all False); ``meta["mask_views"]`` lists the views with masks and
+  ``meta["masks"]`` says where they came from;
 * :attr:`LoadOptions.scale` resizes each image right after decoding and scales ``K``.
 """
 
@@ -182,19 +183,26 @@ def read_panoptic(path: str | os.PathLike, options: LoadOptions | None = None) -
     images = read_image_grid(im_paths, options.scale, (first.h, first.w), size_from)
 
     seg_dirs = [root / "seg" / str(i) for i in ids]
+    with_seg = [v for v, d in enumerate(seg_dirs) if d.is_dir()]
     no_seg = [i for i, d in zip(ids, seg_dirs) if not d.is_dir()]
     masks = None
     mask_note = "read from seg/"
-    if no_seg:
-        mask_note = f"left out: no seg/ folder for cameras {no_seg}"
-    else:
-        mask_paths = [[d / Path(cams[i][1].fn[t][cams[i][2]]).with_suffix(".png").name for t in frames] for i, d in zip(ids, seg_dirs)]
+    if with_seg:
+        mask_paths = [[seg_dirs[v] / Path(cams[ids[v]][1].fn[t][cams[ids[v]][2]]).with_suffix(".png").name for t in frames]
+                      for v in with_seg]
         for row in mask_paths:
             for p in row:
                 if not p.is_file():
                     raise InputError("missing mask file (the camera's seg/ folder exists)", p)
-        masks = read_image_grid(mask_paths, options.scale, (first.h, first.w), size_from, masks=True)
-
+        read = read_image_grid(mask_paths, options.scale, (first.h, first.w), size_from, masks=True)
+        if no_seg:  # e.g. the test cameras: no masks there (all False), meta says which views have them
+            masks = np.zeros((len(ids),) + read.shape[1:], bool)
+            masks[with_seg] = read
+            mask_note = f"read from seg/ for {len(with_seg)} cameras; none for cameras {no_seg} (all False there)"
+        else:
+            masks = read
+    else:
+        mask_note = "left out: no seg/ folders"
     h, w = scaled_size(first.h, first.w, options.scale)
     K = scale_intrinsics(K, w / first.w, h / first.h)
     central = central_camera(w2c[:, 0])  # at the reference time
@@ -208,6 +216,7 @@ def read_panoptic(path: str | os.PathLike, options: LoadOptions | None = None) -
         "view_split": [cams[i][0] for i in ids],
         "frame_indices": frames,
         "masks": mask_note,
+        "mask_views": with_seg,
         "scale": options.scale,
         "original_size": [first.w, first.h],
     }

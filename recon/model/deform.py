@@ -61,6 +61,9 @@ class DeformField(nn.Module):
         self.register_buffer("center", center.detach().float().reshape(3).clone())
         self.register_buffer("radius", torch.tensor(float(max(radius, 1e-6))))
         self.register_buffer("time_range", torch.tensor([float(time_range[0]), float(time_range[1])]))
+        self.register_buffer("dynamic", torch.ones(P, dtype=torch.bool))
+        """[P] bool: Gaussians the temporal MLP moves; the others (a static background, e.g. outside
+        a capture's foreground masks) have dp^t = 0 and cost no MLP evaluation."""
         self.pos_freqs, self.time_freqs = int(pos_freqs), int(time_freqs)
         self.learn_view_offsets = bool(learn_view_offsets)
         self.view_correction = nn.Parameter(torch.zeros(P, V, 3), requires_grad=self.learn_view_offsets)
@@ -91,6 +94,15 @@ class DeformField(nn.Module):
         feats = torch.cat([positional_encoding(x, self.pos_freqs), positional_encoding(tt, self.time_freqs)], dim=-1)
         return self.mlp(feats) * self.radius
 
+    def motion(self, means: Tensor, t: float | Tensor) -> Tensor:
+        """dp^t ``[P, 3]`` of all P Gaussians (``means [P, 3]``): the MLP on the dynamic ones, zero
+        on the static ones."""
+        dyn = self.dynamic
+        if dyn.shape[0] != means.shape[0] or bool(dyn.all()):
+            return self.time_offset(means, t)
+        idx = dyn.nonzero().squeeze(1)
+        return means.new_zeros(means.shape).index_copy(0, idx, self.time_offset(means[idx], t))
+
     def view_offset(self, view: int) -> Tensor:
         """dp_i^v ``[P, 3]`` of view ``view`` (tracked + learned correction)."""
         return self.tracked_offsets[:, view] + self.view_correction[:, view]
@@ -98,7 +110,7 @@ class DeformField(nn.Module):
     def forward(self, means: Tensor, view: int | None, t: float | Tensor) -> Tensor:
         """Deformed positions ``[N, 3]`` of cell (``view``, time ``t``); ``view=None`` omits dp^v
         (the per-time geometry that is exported)."""
-        out = means + self.time_offset(means, t)
+        out = means + self.motion(means, t)
         if view is not None:
             out = out + self.view_offset(view)
         return out
@@ -106,4 +118,5 @@ class DeformField(nn.Module):
     def select(self, keep: Tensor) -> None:
         """Keep only the points where ``keep [P]`` is True (in place; call before building an optimiser)."""
         self.tracked_offsets = self.tracked_offsets[keep].contiguous()
+        self.dynamic = self.dynamic[keep].contiguous()
         self.view_correction = nn.Parameter(self.view_correction.detach()[keep].contiguous(), requires_grad=self.learn_view_offsets)

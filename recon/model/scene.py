@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from recon.errors import InputError
+from recon.model.appearance import CameraAppearance
 from recon.model.deform import DeformField
 from recon.model.splats import Splats
 from recon.render import rasterize
@@ -25,7 +26,7 @@ class DeformableScene:
     """Splats ``[N]``, field, ``poses [V, T, 4, 4]``, ``Ks [V, T, 3, 3]``, ``times [T]``, image ``size (H, W)``."""
 
     def __init__(self, splats: Splats, field: DeformField, poses: Tensor, Ks: Tensor, times: Tensor, size: tuple[int, int],
-                 to_world: Tensor | None = None):
+                 to_world: Tensor | None = None, appearance: CameraAppearance | None = None):
         self.splats = splats
         self.field = field
         self.poses = poses.float()
@@ -34,6 +35,8 @@ class DeformableScene:
         self.size = (int(size[0]), int(size[1]))
         self.to_world = torch.eye(4) if to_world is None else to_world.float()
         """[4, 4] canonical -> world (the inverse of the central camera's w2c when cameras are known)."""
+        self.appearance = appearance
+        """Per-camera colour response applied to renders (None: identity)."""
 
     @property
     def num_views(self) -> int:
@@ -50,27 +53,33 @@ class DeformableScene:
         out = []
         for i, j in cells:
             if j not in dpt:
-                dpt[j] = self.field.time_offset(means, self.times[j])
+                dpt[j] = self.field.motion(means, self.times[j])
             m = means + dpt[j]
             if view_offsets:
                 m = m + self.field.view_offset(i)
             out.append(m)
         return torch.stack(out)
 
-    def render(self, cells: list[tuple[int, int]], backend: str = "auto", view_offsets: bool = True) -> tuple[Tensor, Tensor, Tensor, dict]:
-        """Render cells -> ``(rgb [C, H, W, 3], alpha [C, H, W, 1], depth [C, H, W, 1], meta)``."""
+    def render(self, cells: list[tuple[int, int]], backend: str = "auto", view_offsets: bool = True,
+               appearance: bool = True) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """Render cells -> ``(rgb [C, H, W, 3], alpha [C, H, W, 1], depth [C, H, W, 1], meta)``;
+        ``rgb`` has each camera's colour response applied when ``appearance`` (and the scene has one)."""
         dev = self.splats.means.device
         idx_v = torch.tensor([i for i, _ in cells])
         idx_t = torch.tensor([j for _, j in cells])
         H, W = self.size
-        return rasterize(self.cell_means(cells, view_offsets), self.splats.log_scales, self.splats.opacity_logits,
-                         self.splats.rgb(), self.poses[idx_v, idx_t].to(dev), self.Ks[idx_v, idx_t].to(dev), W, H, backend=backend)
+        rgb, alpha, depth, meta = rasterize(self.cell_means(cells, view_offsets), self.splats.log_scales, self.splats.opacity_logits,
+                                            self.splats.rgb(), self.poses[idx_v, idx_t].to(dev), self.Ks[idx_v, idx_t].to(dev), W, H,
+                                            backend=backend)
+        if appearance and self.appearance is not None:
+            rgb = self.appearance(rgb, idx_v)
+        return rgb, alpha, depth, meta
 
     @torch.no_grad()
     def positions_at(self, j: int, world: bool = True) -> Tensor:
         """Positions ``[N, 3]`` at time index ``j`` without view offsets (``canonical + dp_j^t``),
         in world coordinates (``to_world``) or canonical ones."""
-        m = self.splats.means + self.field.time_offset(self.splats.means, self.times[j])
+        m = self.splats.means + self.field.motion(self.splats.means, self.times[j])
         if world:
             T = self.to_world.to(m.device)
             m = m @ T[:3, :3].T + T[:3, 3]
@@ -86,6 +95,8 @@ class DeformableScene:
         out = {f"splats.{k}": v for k, v in self.splats.tensors().items()}
         out.update({f"field.{k}": v.detach().cpu().contiguous() for k, v in self.field.state_dict().items()})
         out.update(poses=self.poses.cpu(), Ks=self.Ks.cpu(), times=self.times.cpu(), to_world=self.to_world.cpu())
+        if self.appearance is not None:
+            out.update({f"appearance.{k}": v.detach().cpu() for k, v in self.appearance.state_dict().items()})
         return {k: v.contiguous() for k, v in out.items()}
 
     def save(self, path: Path) -> None:
@@ -114,5 +125,11 @@ class DeformableScene:
         fs = {k[len("field."):]: v for k, v in t.items() if k.startswith("field.")}
         field = DeformField(fs["tracked_offsets"], fs["center"], float(fs["radius"]), tuple(fs["time_range"].tolist()),
                             fc["pos_freqs"], fc["time_freqs"], fc["width"], fc["depth"], fc["learn_view_offsets"])
+        fs.setdefault("dynamic", torch.ones(splats.num, dtype=torch.bool))  # checkpoints before the static/dynamic split
         field.load_state_dict(fs)
-        return cls(splats, field.to(device), t["poses"], t["Ks"], t["times"], size, t["to_world"])
+        appearance = None
+        if "appearance.log_gain" in t:
+            appearance = CameraAppearance(int(t["appearance.log_gain"].shape[0]))
+            appearance.load_state_dict({k[len("appearance."):]: v for k, v in t.items() if k.startswith("appearance.")})
+            appearance = appearance.to(device)
+        return cls(splats, field.to(device), t["poses"], t["Ks"], t["times"], size, t["to_world"], appearance)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from recon.errors import InputError
@@ -22,6 +23,42 @@ def resolve_track_source(grid: FrameGrid, tracks: str) -> str:
         has_gt = all(k in grid.extras for k in ("depth", "surface", "object_id")) and grid.cameras.w2c is not None
         return "gt" if has_gt else "flow"
     return tracks
+
+
+WIDE_BASELINE_DEG = 15.0
+"""A calibrated rig whose cameras are, in the median, more than this angle (seen from the point the
+cameras look at) from their nearest neighbour is *wide-baseline*: optical flow cannot relate its
+neighbouring views, and ``auto`` tracks are ``rig`` tracks (e.g. CMU Panoptic: ~25 degrees)."""
+RIG_KEYFRAMES = 8
+"""``auto`` rig tracks seed from this many keyframes (each view sees a part of the scene the
+others do not; flow tracks keep the caller's count)."""
+
+
+def neighbour_angle(w2c: np.ndarray) -> float:
+    """Median over cameras ``w2c [V, 4, 4]`` of the angle (degrees) to the nearest other camera,
+    seen from the rig's focus (the point nearest to every optical axis, least squares)."""
+    R, t = w2c[:, :3, :3], w2c[:, :3, 3]
+    c = -np.einsum("vji,vj->vi", R, t)
+    d = R[:, 2, :]  # optical axes in world coordinates
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for ci, di in zip(c, d):
+        P = np.eye(3) - np.outer(di, di)
+        A += P
+        b += P @ ci
+    focus = np.linalg.lstsq(A, b, rcond=None)[0]
+    u = c - focus
+    u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    cos = np.clip(u @ u.T, -1.0, 1.0)
+    np.fill_diagonal(cos, -1.0)
+    return float(np.median(np.degrees(np.arccos(cos.max(1)))))
+
+
+def is_wide_baseline(grid: FrameGrid) -> bool:
+    """Calibrated rig with >= 3 views whose :func:`neighbour_angle` exceeds :data:`WIDE_BASELINE_DEG`."""
+    if grid.cameras.w2c is None or grid.num_views < 3:
+        return False
+    return neighbour_angle(np.asarray(grid.cameras.w2c[:, grid.ref_time], np.float64)) > WIDE_BASELINE_DEG
 
 
 def check_trackable(grid: FrameGrid) -> None:
@@ -58,8 +95,9 @@ def build_tracks(
         grid: the frame grid (at least 2 views).
         depth: depth provider for ``flow`` tracks: ``auto`` (``gt`` when ``extras["depth"]``
             exists, else ``mvs``) | ``gt`` | ``mvs`` | ``file`` (see :mod:`recon.tracking.depth`).
-        tracks: ``auto`` (``gt`` when synthetic surfaces exist, else ``flow``; on a grid with camera
-            poses, ``rig`` when flow cannot relate neighbouring views) | ``gt`` (exact,
+        tracks: ``auto`` (``gt`` when synthetic surfaces exist, else ``flow``; on a wide-baseline
+            calibrated rig (:func:`is_wide_baseline`) ``rig`` with at least :data:`RIG_KEYFRAMES`
+            keyframes; on another grid with camera poses, ``rig`` when flow cannot relate neighbouring views) | ``gt`` (exact,
             synthetic grids) | ``flow`` (DIS optical flow lifted by depth) | ``rig`` (depth lifted
             and moved with the given camera poses, for calibrated wide-baseline rigs; MVS depth then
             takes its sweep range from the rig geometry) | ``file`` (``tracks_path``,
@@ -78,6 +116,9 @@ def build_tracks(
         ``time_points [P, T, 3]`` in the central camera's coordinates at each time.
     """
     source = resolve_track_source(grid, tracks)
+    if tracks == "auto" and source == "flow" and is_wide_baseline(grid):
+        return build_tracks(grid, depth, "rig", tracks_path, depth_path, max(keyframes, min(RIG_KEYFRAMES, grid.num_views)),
+                            stride, device, with_time)
     if tracks == "auto" and source == "flow" and grid.cameras.w2c is not None:
         # calibrated grid: when flow cannot relate neighbouring freeze-time views (wide baselines, or
         # frames too small for DIS, e.g. the 32x32 grids of `recon generate`), the given poses do
