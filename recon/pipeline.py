@@ -404,7 +404,8 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
         progress.stage_start("tracks", None)
         tr = build_tracks(tgrid, depth=tc.depth, tracks=tc.tracks, tracks_path=tc.tracks_path, depth_path=tc.depth_path,
                           keyframes=tc.keyframes, stride=tc.stride, device=device)
-        return _tracks_tensors(tr), {"report": {"points": tr.num_points, "visible_fraction": float(tr.visible.float().mean())}}
+        return _tracks_tensors(tr), {"report": {"points": tr.num_points, "visible_fraction": float(tr.visible.float().mean()),
+                                                "source": tr.source}}
 
     t, _ = stage("tracks", 1, do_tracks)
     tracks = _tracks_from(t)
@@ -442,9 +443,12 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
 
     def do_deform():
         trained_views = sorted({i for i, _ in train})
-        scene = scene_from_canonical(grid, canonical, config.deform, config.canonical.view_offsets, trained_views)
+        dc = config.deform
+        if reports.get("tracks", {}).get("source") == "rig" and not dc.view_offsets_on_rigs:
+            dc = dataclasses.replace(dc, learn_view_offsets=False)  # a calibrated rig is consistent
+        scene = scene_from_canonical(grid, canonical, dc, config.canonical.view_offsets, trained_views)
         progress.stage_start("deform", config.deform.iterations or None)
-        rep = fit_deform(grid, scene, train, config.deform, device, config.seed * 1000 + 4, config.backend,
+        rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
                          lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held)
         return scene.tensors(), {"field": scene.field_config(), "size": list(scene.size), "report": rep}
 

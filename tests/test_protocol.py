@@ -81,3 +81,52 @@ def test_bad_test_split_one_line_exit_2_nothing_written(tmp_path: Path, case: st
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and expect in lines[0] and "Traceback" not in r.stderr, r.stderr
     assert not out.exists()
+
+
+def _synth_as_panoptic(root: Path, test_views=(1, 4)) -> Path:
+    """A small synthetic scene written in the Panoptic layout (views as camera ids 0.., test_views
+    in test_meta.json, masks from the synthetic object ids for the training cameras)."""
+    from PIL import Image
+
+    from recon.synth import make_grid
+
+    g = make_grid("orbit", views=6, frames=3, size=(48, 64), seed=2, supersample=1)
+    V, T, H, W = g.shape
+    for split in ("train", "test"):
+        ids = [v for v in range(V) if (v in test_views) == (split == "test")]
+        meta = {"w": W, "h": H, "k": [], "w2c": [], "fn": [], "cam_id": []}
+        for t in range(T):
+            meta["k"].append([g.cameras.K[v, t].tolist() for v in ids])
+            meta["w2c"].append([g.cameras.w2c[v, t].tolist() for v in ids])
+            meta["fn"].append([f"{v}/{t:06d}.jpg" for v in ids])
+            meta["cam_id"].append(ids)
+            for v in ids:
+                (root / "ims" / str(v)).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(g.images[v, t]).save(root / "ims" / str(v) / f"{t:06d}.jpg", quality=95)
+                if split == "train" and g.masks is not None:
+                    (root / "seg" / str(v)).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(g.masks[v, t].astype(np.uint8) * 255).save(root / "seg" / str(v) / f"{t:06d}.png")
+        (root / f"{split}_meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_reconstruct_with_eval_split_names_the_test_cameras(tmp_path: Path) -> None:
+    root = _synth_as_panoptic(tmp_path / "p")
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"prune": {"iterations": 4}, "deform": {"iterations": 30, "warmup": 5, "mlp_width": 16,
+                                                                      "mlp_depth": 1}, "outputs": {"preview_video": False}}))
+    out = tmp_path / "run"
+    r = _cli(["reconstruct", str(root), "--out", str(out), "--eval-split", "test", "--config", str(cfg), "--device", "cpu"])
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    per = m["heldout"]["per_camera"]
+    assert sorted(per) == ["1", "4"] and all(p["frames"] == 3 for p in per.values())
+    assert m["heldout"]["cells"] == 6 and m["train"]["cells"] == 12
+    assert "camera 1: PSNR" in r.stderr and "camera 4: PSNR" in r.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert info["protocol"]["camera_ids"] == [1, 4]
+    assert m["files"]["preview_views"] == [1, 4]
+    assert m["deform"]["appearance"]["trained_views"] == [0, 2, 3, 5]
+    from recon.io.images import read_rgb
+
+    assert read_rgb(out / "preview.png").shape == (3 * 2 * 48, 2 * 64, 3)  # 3 times x 2 test cameras; GT | render

@@ -86,6 +86,10 @@ class DeformConfig:
     """Learnable view-offset correction, in units of the scene radius."""
     learn_view_offsets: bool = True
     """Optimise a correction of the tracked dp_i^v (regularised by ``view_offset_reg``)."""
+    view_offsets_on_rigs: bool = False
+    """Also learn that correction when the tracks are ``rig`` tracks (a calibrated rig's views are
+    consistent: the seed's offsets absorb a *generator's* inconsistency; on a real rig a per-view
+    correction only fits calibration noise, at the cost of a [N, V, 3] tensor in every step)."""
     view_correction: str = "affine"
     """What the learned correction may be during the joint fit: ``affine`` (per view, in the
     canonical position; the central view's is zero), ``centred`` (per Gaussian and view, summing

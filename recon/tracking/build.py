@@ -133,12 +133,12 @@ def build_tracks(
             raise InputError("tracks='file' needs a tracks path", field="tracks_path")
         from recon.tracking.trackio import read_tracks
 
-        return read_tracks(Path(tracks_path), grid)
+        return _tag(read_tracks(Path(tracks_path), grid), "file")
     check_trackable(grid)
     if source == "gt":
         from recon.tracking.gt import gt_tracks
 
-        return gt_tracks(grid, keyframes=keyframes, stride=stride, with_time=with_time)
+        return _tag(gt_tracks(grid, keyframes=keyframes, stride=stride, with_time=with_time), "gt")
     from recon.tracking.depth import estimate_depth, resolve_depth_provider
     from recon.tracking.flow import flow_tracks
 
@@ -157,7 +157,7 @@ def build_tracks(
     if source == "rig":
         from recon.tracking.gt import rig_tracks
 
-        return rig_tracks(grid, d.cpu().numpy(), keyframes=keyframes, stride=stride)
+        return _tag(rig_tracks(grid, d.cpu().numpy(), keyframes=keyframes, stride=stride), "rig")
     time_depth = None
     if with_time and grid.num_times > 1:
         c = int(grid.central_view)
@@ -166,4 +166,9 @@ def build_tracks(
             time_depth = estimate_depth(grid, cells, provider=depth, device=device, path=depth_path, w2c=w2c).cpu().numpy()
         except InputError:
             time_depth = None  # e.g. a depth file holding freeze-time frames only: no time tracks
-    return flow_tracks(grid, d.cpu().numpy(), keyframes=keyframes, stride=stride, time_depth=time_depth)
+    return _tag(flow_tracks(grid, d.cpu().numpy(), keyframes=keyframes, stride=stride, time_depth=time_depth), "flow")
+
+
+def _tag(tracks: Tracks, source: str) -> Tracks:
+    tracks.source = source
+    return tracks

@@ -33,6 +33,8 @@ class Tracks:
     deformation stage's initialisation/regularisation); None when only freeze-time tracks exist."""
     time_visible: torch.Tensor | None = None
     """Optional [P, T] bool, visibility for ``time_points``."""
+    source: str = ""
+    """The track source that made them (``gt``, ``flow``, ``rig``, ``file``; after ``auto`` resolution)."""
 
     def __post_init__(self) -> None:
         P, V, _ = self.points.shape
