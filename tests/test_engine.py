@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from recon.fit.density import DensityConfig, DensityControl
-from recon.fit.engine import FitEngine, ParamGroup, Rows, StepContext, Term
+from recon.fit.engine import FitEngine, ParamGroup, StepContext, Term
 from recon.model.appearance import CameraAppearance
 from recon.model.deform import DeformField
 from recon.model.scene import DeformableScene
@@ -199,3 +198,32 @@ def test_camera_extent_is_the_3dgs_cameras_extent():
         poses[i, 0, 0, 3] = -x  # camera centre at (x, 0, 0)
     assert camera_extent(poses, [0, 1, 2], 0) == pytest.approx(1.1)
     assert camera_extent(poses, [1], 0) == 0.0
+
+
+def test_appearance_centring_keeps_the_trained_mean_at_identity():
+    app = CameraAppearance(3, trained=[0, 1])
+    with torch.no_grad():
+        app.bias[:] = torch.tensor([[0.2] * 3, [0.1] * 3, [0.7] * 3])
+        app.log_gain[:] = 0.3
+    app.centre()
+    assert torch.allclose(app.bias[:2].mean(0), torch.zeros(3), atol=1e-7)
+    assert torch.allclose(app.log_gain[:2], torch.zeros(2, 3), atol=1e-7)
+    assert torch.allclose(app.bias[2], torch.full((3,), 0.7))  # untrained rows are not touched
+    rgb = torch.rand(1, 4, 4, 3)
+    assert torch.allclose(app(rgb, torch.tensor([2])), rgb)  # a test camera sees the identity
+
+
+def test_clearance_prunes_what_sits_in_front_of_any_camera_lens():
+    # camera 0 at the origin looking down +z; camera 1 at z = 10 looking back down -z
+    A0 = torch.eye(4)
+    A1 = torch.diag(torch.tensor([-1.0, 1.0, -1.0, 1.0]))
+    A1[2, 3] = 10.0
+    K = torch.tensor([[20.0, 0, 16], [0, 20.0, 16], [0, 0, 1]])
+    cams = (torch.stack([A0, A1]), torch.stack([K, K]))
+    dc = DensityControl(DensityConfig(clearance=0.25), 1.0, (32, 32), torch.Generator(), cams)
+    means = torch.tensor([[0.0, 0.0, 5.0]] * 8 + [[0.0, 0.0, 0.5], [0.0, 0.0, 9.5], [5.0, 0.0, 0.5], [0.0, 0.0, -0.5]])
+    block = dc.blocking(means)
+    # depth 5 is the median for both cameras: near = 1.25; 0.5 in front of camera 0 and 9.5 (0.5 in front
+    # of camera 1) are cleared; a point beside camera 0 (outside its view) and one behind it are not
+    assert block.tolist() == [False] * 8 + [True, True, False, False]
+    assert dc.near.tolist() == [1.25, 1.25]

@@ -55,8 +55,8 @@ from torch import Tensor
 
 from recon.fit.canonical import Canonical
 from recon.fit.density import DensityConfig, DensityControl
-from recon.fit.engine import FitEngine, ParamGroup, Rows, StepContext, Term
-from recon.fit.losses import photometric_loss
+from recon.fit.engine import FitEngine, ParamGroup, Rows
+from recon.fit.losses import photometric_term, time_smooth_term, view_offset_term
 from recon.fit.schedule import exp_decay, time_batches
 from recon.grid import FrameGrid
 from recon.model.appearance import CameraAppearance
@@ -321,7 +321,8 @@ def fit_deform(
     # every camera with a pose clears its near space (its images are never used; see recon.fit.density)
     cams = (scene.poses[:, grid.ref_time].to(device), scene.Ks[:, grid.ref_time].to(device))
     density = DensityControl(config.density, extent, scene.size, g, cams) if config.density.enabled else None
-    engine = FitEngine(scene_rows(scene), groups, density, post_step=[project])
+    hooks = [project] + ([scene.appearance.centre] if scene.appearance is not None else [])
+    engine = FitEngine(scene_rows(scene), groups, density, post_step=hooks)
     times = scene.times.to(device)
     dt = 0.5 * float(times.max() - times.min()) / max(1, scene.num_times - 1)
 
@@ -329,21 +330,11 @@ def fit_deform(
         rgb, _, _, meta = scene.render(batch, backend=backend)
         return rgb, meta
 
-    def time_smooth(ctx: StepContext) -> Tensor:
-        dyn = field.dynamic.nonzero().squeeze(1)
-        if len(dyn) == 0:
-            return sp.means.new_zeros(())
-        idx = dyn[torch.randint(0, len(dyn), (min(1024, len(dyn)),), generator=g).to(device)]
-        t0 = float(times.min()) + float(torch.rand((), generator=g)) * float(times.max() - times.min())
-        x = sp.means[idx]
-        d = field.time_offset(x, t0 + dt) - field.time_offset(x, t0)
-        return (d / unit).pow(2).sum(-1).mean()
-
-    terms = [Term("photometric", lambda ctx: photometric_loss(ctx.rgb, ctx.target, config.ssim_weight))]
+    terms = [photometric_term(config.ssim_weight)]
     if config.time_smooth_reg > 0 and dt > 0:
-        terms.append(Term("time_smooth", time_smooth, config.time_smooth_reg, start=warm))
+        terms.append(time_smooth_term(field, sp, times, unit, config.time_smooth_reg, g, start=warm))
     if field.learn_view_offsets and config.view_offset_reg > 0:
-        terms.append(Term("view_offset", lambda ctx: (field.view_correction / unit).pow(2).sum(-1).mean(), config.view_offset_reg))
+        terms.append(view_offset_term(field, unit, config.view_offset_reg))
     n0 = sp.num
     out = engine.run(batches, render, target, terms, progress)
     trace = out["trace"]
@@ -383,8 +374,7 @@ def _fit_view_residual(scene: DeformableScene, train_cells: list[tuple[int, int]
         rgb, _, _, meta = scene.render(batch, backend=backend)
         return rgb, meta
 
-    terms = [Term("photometric", lambda ctx: photometric_loss(ctx.rgb, ctx.target, config.ssim_weight)),
-             Term("view_offset", lambda ctx: (field.view_correction / unit).pow(2).sum(-1).mean(), config.view_offset_reg)]
+    terms = [photometric_term(config.ssim_weight), view_offset_term(field, unit, config.view_offset_reg)]
     try:
         return engine.run(batches, render, target, terms, progress)["trace"]
     finally:

@@ -28,8 +28,11 @@ dark housing, and a fit puts Gaussians at the housing -- a few centimetres off i
 front of that camera's lens, covering its whole image (measured on CMU Panoptic: test camera 0
 at 6.9 dB behind a dozen such blobs). Every camera with a known pose -- the training cameras and
 the evaluation cameras of a protocol, whose *poses* are given with the data; their images are
-never used -- therefore clears a cone: Gaussians with 0 < z < ``clearance`` x extent whose centre
-projects within the image (widened by half its size) are pruned.
+never used -- therefore clears a cone: Gaussians with 0 < z < ``clearance`` x (the median depth of the
+Gaussians in that camera's view when the fit starts) whose footprint reaches the image (centre
+within the image widened by half its size, or by its 3-sigma screen radius) are pruned. After
+the densification window, every ``every`` steps and at the end, the same cones are cleared
+again, together with the Gaussians that grew past the world or screen size limits.
 
 The scene ``extent`` is given by the stage: 1.1 x the largest distance of a training camera
 centre from their mean (3DGS's "cameras extent"), in the units of the positions.
@@ -70,10 +73,11 @@ class DensityConfig:
     """Opacity reset period in steps (0: never); a reset needs this many steps left after it to recover."""
     reset_opacity: float = 0.01
     max_gaussians: int = 400_000
-    clearance: float = 0.1
-    """Free space in front of every rig camera: Gaussians closer than this fraction of the extent
-    in front of a camera (training or evaluation: poses only, never images), inside its field of
-    view, are pruned at every densification and at the end of the fit (0: off)."""
+    clearance: float = 0.25
+    """Free space in front of every rig camera: Gaussians closer than this fraction of the
+    camera's median scene depth (of the Gaussians in its view when the fit starts) in front of it
+    (training or evaluation cameras: poses only, never images), inside its field of view, are
+    pruned at every densification and at the end of the fit (0: off)."""
 
 
 def _logit(p: float) -> float:
@@ -90,6 +94,7 @@ class DensityControl:
         self.c = config
         self.cameras = cameras
         self.cleared = 0
+        self.near: Tensor | None = None  # [M] clearance depth per camera, set on first use
         self.extent = float(extent)
         self.H, self.W = int(image_size[0]), int(image_size[1])
         self.g = generator
@@ -131,6 +136,9 @@ class DensityControl:
         if not self.c.enabled:
             return
         s0, s1 = self._window(total)
+        if step >= s1 and (step - s1) % self.c.every == 0 and step + 1 < total:
+            self.finish(engine)  # after densification: keep the cameras clear and the blobs out
+            return
         if step < s0 or step >= s1:
             return
         period = int(self.c.reset_every)
@@ -151,7 +159,7 @@ class DensityControl:
         high = (avg >= self.c.grad_threshold) & (self.count > 0)
         small = scale <= self.c.dense_fraction * self.extent
         prune = torch.sigmoid(opac) < self.c.prune_opacity
-        prune |= self.blocking(means)
+        prune |= self.blocking(means, log_scales)
         if self.resets > 0:
             prune |= scale > self.c.max_world_size * self.extent
             prune |= self.radius > self.c.max_screen_size
@@ -190,30 +198,56 @@ class DensityControl:
         self.grad = self.count = self.radius = None
 
     @torch.no_grad()
-    def blocking(self, means: Tensor) -> Tensor:
-        """``bool [N]``: Gaussians inside some camera's clearance cone (see the module docstring)."""
+    def blocking(self, means: Tensor, log_scales: Tensor | None = None) -> Tensor:
+        """``bool [N]``: Gaussians inside some camera's clearance cone whose footprint (3 sigma,
+        from ``log_scales [N]`` when given) reaches that camera's image (see the module docstring)."""
         out = torch.zeros(means.shape[0], dtype=torch.bool, device=means.device)
         if self.cameras is None or self.c.clearance <= 0:
             return out
-        near = self.c.clearance * self.extent
-        for A, K in zip(*self.cameras):
+        first = self.near is None
+        if first:
+            self.near = torch.zeros(self.cameras[0].shape[0])
+        for k, (A, K) in enumerate(zip(*self.cameras)):
             A, K = A.to(means), K.to(means)
             Xc = means @ A[:3, :3].T + A[:3, 3]
             z = Xc[:, 2]
-            close = (z > 0) & (z < near)
+            if first:
+                u = K[0, 0] * Xc[:, 0] / z.clamp_min(1e-9) + K[0, 2]
+                v = K[1, 1] * Xc[:, 1] / z.clamp_min(1e-9) + K[1, 2]
+                seen = (z > 0) & (u >= 0) & (u < self.W) & (v >= 0) & (v < self.H)
+                self.near[k] = self.c.clearance * float(z[seen].median()) if bool(seen.any()) else 0.0
+            close = (z > 0) & (z < float(self.near[k]))
             if not bool(close.any()):
                 continue
-            u = K[0, 0] * Xc[:, 0] / z.clamp_min(1e-9) + K[0, 2]
-            v = K[1, 1] * Xc[:, 1] / z.clamp_min(1e-9) + K[1, 2]
-            out |= close & (u > -0.5 * self.W) & (u < 1.5 * self.W) & (v > -0.5 * self.H) & (v < 1.5 * self.H)
+            zc = z.clamp_min(1e-9)
+            u = K[0, 0] * Xc[:, 0] / zc + K[0, 2]
+            v = K[1, 1] * Xc[:, 1] / zc + K[1, 2]
+            r = 0.5 * self.W + torch.zeros_like(z)
+            if log_scales is not None:  # a close blob covers the image even when its centre is beside it
+                r = torch.maximum(r, 3.0 * log_scales.exp() * torch.maximum(K[0, 0], K[1, 1]) / zc)
+            out |= close & (u > -r) & (u < self.W + r) & (v > -r) & (v < self.H + r)
         return out
 
     @torch.no_grad()
+    def start(self, engine) -> None:
+        """Start of the fit: fix each camera's clearance depth from the Gaussians it sees now."""
+        if self.c.enabled:
+            self.blocking(engine.rows.get("means"))
+
+    @torch.no_grad()
     def finish(self, engine) -> None:
-        """End of the fit: remove what moved into a camera's clearance cone after the last densification."""
+        """After the densification window (every ``every`` steps) and at the end of the fit:
+        remove what moved into a camera's clearance cone, grew past ``max_world_size``, or passed
+        ``max_screen_size`` in a training render since the last check (once opacities were reset)."""
         if not self.c.enabled:
             return
-        block = self.blocking(engine.rows.get("means"))
+        ls = engine.rows.get("log_scales")
+        block = self.blocking(engine.rows.get("means"), ls)
+        if self.resets > 0:
+            block |= ls.detach().exp() > self.c.max_world_size * self.extent
+            if self.radius is not None and self.radius.shape[0] == block.shape[0]:
+                block |= self.radius > self.c.max_screen_size
+        self.grad = self.count = self.radius = None
         if bool(block.any()):
             keep = (~block).nonzero().squeeze(1)
             engine.reindex(keep)

@@ -99,8 +99,8 @@ class FitEngine:
     Args:
         rows: the per-Gaussian tensors (may be empty for fits that never change N).
         groups: the parameter groups.
-        density: an object with ``observe(ctx)``, ``after_step(engine, step, total)``,
-            ``finish(engine)`` and ``report()`` (:class:`recon.fit.density.DensityControl`), or None.
+        density: an object with ``start(engine)``, ``observe(ctx)``, ``after_step(engine, step,
+            total)``, ``finish(engine)`` and ``report()`` (:class:`recon.fit.density.DensityControl`), or None.
         post_step: hooks called after every optimiser step (e.g. projections).
     """
 
@@ -165,6 +165,8 @@ class FitEngine:
         trace: list[float] = []
         last: dict[str, float] = {}
         total_steps = len(batches)
+        if self.density is not None and hasattr(self.density, "start"):
+            self.density.start(self)
         for step, batch in enumerate(batches):
             for grp, g in zip(self.opt.param_groups, self.groups):
                 grp["lr"] = self._lr(g, step)

@@ -74,3 +74,47 @@ def psnr(pred: Tensor, target: Tensor) -> float:
     """PSNR in dB of two images ``[H, W, 3]`` in [0, 1] (inf for identical images)."""
     mse = float(((pred.clamp(0, 1) - target) ** 2).mean())
     return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+
+
+# --- named loss terms of the fit engine (recon.fit.engine.Term) ------------------------------
+def photometric_term(ssim_weight: float = SSIM_WEIGHT):
+    """``photometric``: :func:`photometric_loss` of the step's render against its target."""
+    from recon.fit.engine import Term
+
+    return Term("photometric", lambda ctx: photometric_loss(ctx.rgb, ctx.target, ssim_weight))
+
+
+def mean_opacity_term(opacity_logits: Tensor, weight: float):
+    """``opacity``: mean peak opacity (pulls Gaussians no view needs towards transparency)."""
+    from recon.fit.engine import Term
+
+    return Term("opacity", lambda ctx: torch.sigmoid(opacity_logits).mean(), weight)
+
+
+def view_offset_term(field, unit: float, weight: float):
+    """``view_offset``: mean ``|learned correction of dp_i^v|^2 / unit^2`` (reads ``field`` at each step,
+    so it follows density control's replacement of the tensor)."""
+    from recon.fit.engine import Term
+
+    return Term("view_offset", lambda ctx: (field.view_correction / unit).pow(2).sum(-1).mean(), weight)
+
+
+def time_smooth_term(field, splats, times: Tensor, unit: float, weight: float, generator: torch.Generator, start: int = 0):
+    """``time_smooth``: mean ``|dp^t(x, t + dt) - dp^t(x, t)|^2 / unit^2`` over up to 1024 random
+    dynamic Gaussians at a random time, ``dt`` = half the mean time step."""
+    from recon.fit.engine import Term
+
+    dt = 0.5 * float(times.max() - times.min()) / max(1, len(times) - 1)
+    lo, span = float(times.min()), float(times.max() - times.min())
+
+    def fn(ctx) -> Tensor:
+        dyn = field.dynamic.nonzero().squeeze(1)
+        if len(dyn) == 0:
+            return splats.means.new_zeros(())
+        idx = dyn[torch.randint(0, len(dyn), (min(1024, len(dyn)),), generator=generator).to(dyn.device)]
+        t0 = lo + float(torch.rand((), generator=generator)) * span
+        x = splats.means[idx]
+        d = field.time_offset(x, t0 + dt) - field.time_offset(x, t0)
+        return (d / unit).pow(2).sum(-1).mean()
+
+    return Term("time_smooth", fn, weight, start=start)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from recon.fit.canonical import Canonical
-from recon.fit.engine import FitEngine, ParamGroup, Rows, Term
-from recon.fit.losses import photometric_loss
+from recon.fit.engine import FitEngine, ParamGroup, Rows
+from recon.fit.losses import mean_opacity_term, photometric_term
 from recon.fit.schedule import cell_order
 from recon.grid import FrameGrid
 from recon.render import rasterize
@@ -114,8 +114,7 @@ def prune_floaters(
     def target(batch):
         return images[[v for v, _ in batch], r].to(device).float().div_(255.0)
 
-    terms = [Term("photometric", lambda ctx: photometric_loss(ctx.rgb, ctx.target, config.ssim_weight)),
-             Term("opacity", lambda ctx: torch.sigmoid(opac).mean(), config.opacity_reg)]
+    terms = [photometric_term(config.ssim_weight), mean_opacity_term(opac, config.opacity_reg)]
     batches = cell_order([(v, r) for v in range(V)], config.iterations, config.views_per_step, g)
     losses = engine.run(batches, render, target, terms, None if progress is None else lambda d, n, _l: progress(d, n),
                         trace_every=1)["trace"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
 
 
 def exp_decay(lr_start: float, lr_end: float, step: int, total: int) -> float:
