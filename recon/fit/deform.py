@@ -68,8 +68,9 @@ from recon.model.scene import DeformableScene
 class DeformConfig:
     """Options of the deform stage (learning rates for Adam)."""
 
-    iterations: int = 1000
-    """Total optimisation steps (warm-up included); 0: sized to the grid (:func:`auto_iterations`)."""
+    iterations: int = 0
+    """Total optimisation steps (warm-up included); 0: sized to the grid (:func:`auto_iterations`:
+    1240 for the bundled sample, 4320 for Panoptic's 27 cameras x 8 frames)."""
     warmup: int = 100
     """First steps on freeze-time cells only, without the temporal MLP."""
     cells_per_step: int = 3
@@ -118,9 +119,14 @@ class DeformConfig:
     """Adaptive density control (:mod:`recon.fit.density`)."""
 
 
+RENDERS_PER_IMAGE = 60
+"""``iterations = 0``: each training image is rendered about this many times (3DGS renders each
+of a typical scene's ~200 images ~150 times in 30k steps; a CPU budget affords fewer)."""
+
+
 def auto_iterations(num_images: int, cells_per_step: int) -> int:
-    """Steps for ``iterations = 0``: about 40 renders of every training image, 1000..30000 steps."""
-    return int(min(30000, max(1000, math.ceil(40 * num_images / max(1, cells_per_step)))))
+    """Steps for ``iterations = 0``: :data:`RENDERS_PER_IMAGE` renders of every training image, 1000..30000 steps."""
+    return int(min(30000, max(1000, math.ceil(RENDERS_PER_IMAGE * num_images / max(1, cells_per_step)))))
 
 
 def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformConfig, view_offsets: bool = True,
