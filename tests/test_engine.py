@@ -18,12 +18,7 @@ from recon.model.splats import Splats
 from recon.fit.deform import camera_extent, scene_rows
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scene(P: int = 6, V: int = 3, T: int = 2) -> DeformableScene:

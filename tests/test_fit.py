@@ -292,3 +292,13 @@ def test_time_batches_share_a_time_and_are_reproducible():
     for batch in a:
         assert len({j for _, j in batch}) == 1 and len(set(batch)) == len(batch)
         assert all(c in cells for c in batch)
+
+
+def test_time_curriculum_widens_from_the_reference_time():
+    cells = [(v, t) for v in range(3) for t in range(8)]
+    b = time_batches(cells, 60, 2, torch.Generator().manual_seed(0), curriculum=(3, 28))
+    times = [batch[0][1] for batch in b]
+    for k, t in enumerate(times[:29]):
+        assert abs(t - 3) <= -(-4 * k // 28), (k, t)  # within ceil(span * k / ramp) of the reference
+    assert set(times[29:]) == set(range(8)) or len(set(times[29:])) >= 6  # the whole range afterwards
+    assert time_batches(cells, 10, 2, torch.Generator().manual_seed(1)) == time_batches(cells, 10, 2, torch.Generator().manual_seed(1), None)

@@ -109,6 +109,9 @@ class DeformConfig:
     time_freqs: int = 4
     mlp_width: int = 64
     mlp_depth: int = 3
+    time_curriculum: float = 0.0
+    """Temporal curriculum (:func:`recon.fit.schedule.time_batches`): over this fraction of the
+    steps after the warm-up, the times drawn widen from the reference time to the whole range (0: off)."""
     appearance: bool = True
     """Fit a per-camera colour gain and bias (:mod:`recon.model.appearance`) on the training views."""
     lr_appearance: float = 1e-3
@@ -299,7 +302,9 @@ def fit_deform(
     ref_cells = [c for c in train_cells if c[1] == grid.ref_time]
     warm = min(config.warmup, iterations) if ref_cells else 0
     batches = time_batches(ref_cells, warm, config.cells_per_step, g) if warm else []
-    batches += time_batches(train_cells, iterations - warm, config.cells_per_step, g)
+    ramp = int(config.time_curriculum * (iterations - warm))
+    batches += time_batches(train_cells, iterations - warm, config.cells_per_step, g,
+                            (grid.ref_time, ramp) if ramp > 0 else None)
     total = len(batches)
     groups = [
         ParamGroup("means", ["means"], lambda s: exp_decay(config.lr_means * radius, config.lr_means_final * radius, s, total)),

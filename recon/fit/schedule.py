@@ -34,19 +34,34 @@ def cell_order(cells: list[tuple[int, int]], steps: int, per_step: int, generato
     return out
 
 
-def time_batches(cells: list[tuple[int, int]], steps: int, per_step: int, generator: torch.Generator) -> list[list[tuple[int, int]]]:
+def time_batches(cells: list[tuple[int, int]], steps: int, per_step: int, generator: torch.Generator,
+                 curriculum: tuple[int, int] | None = None) -> list[list[tuple[int, int]]]:
     """``steps`` batches of cells (view, time) that share one time each: times cycle through seeded
     random permutations, the views of a batch are a seeded random subset of the cells at that
-    time. One time per batch means one evaluation of the temporal MLP per step."""
+    time. One time per batch means one evaluation of the temporal MLP per step.
+
+    ``curriculum = (ref, ramp)``: a temporal curriculum -- at step ``k`` only the time indices
+    within ``ceil(d * k / ramp)`` of ``ref`` are drawn (``d``: the largest distance of a time from
+    ``ref``), so motion is learned outward from the reference time in small increments (a
+    Gaussian can only follow an object whose image still overlaps its own)."""
     by_time: dict[int, list[tuple[int, int]]] = {}
     for c in cells:
         by_time.setdefault(c[1], []).append(c)
     times = sorted(by_time)
     out: list[list[tuple[int, int]]] = []
     queue: list[int] = []
-    for _ in range(steps):
+    span = max(abs(t - curriculum[0]) for t in times) if curriculum else 0
+    allowed = times
+    for k in range(steps):
+        if curriculum and curriculum[1] > 0 and k <= curriculum[1]:
+            reach = math.ceil(span * k / curriculum[1])
+            now = [t for t in times if abs(t - curriculum[0]) <= reach] or [min(times, key=lambda t: abs(t - curriculum[0]))]
+            if now != allowed:
+                allowed, queue = now, []
+        elif allowed is not times:
+            allowed, queue = times, []
         if not queue:
-            queue = [times[k] for k in torch.randperm(len(times), generator=generator).tolist()]
+            queue = [allowed[i] for i in torch.randperm(len(allowed), generator=generator).tolist()]
         group = by_time[queue.pop()]
         pick = torch.randperm(len(group), generator=generator)[: max(1, per_step)].tolist()
         out.append([group[k] for k in sorted(pick)])
