@@ -125,6 +125,7 @@ def test_reconstruct_with_eval_split_names_the_test_cameras(tmp_path: Path) -> N
     assert "camera 1: PSNR" in r.stderr and "camera 4: PSNR" in r.stderr
     info = json.loads((out / "run.json").read_text())
     assert info["protocol"]["camera_ids"] == [1, 4]
+    assert info["stages"]["tracks"]["report"]["source"] in ("flow", "rig")  # what `auto` chose is recorded
     assert m["files"]["preview_views"] == [1, 4]
     assert m["deform"]["appearance"]["trained_views"] == [0, 2, 3, 5]
     from recon.io.images import read_rgb

@@ -338,3 +338,28 @@ def test_mvs_rig_depth_range_needs_no_flow(grid, monkeypatch):
     assert tr.num_points > 0
     with pytest.raises(InputError, match="depth range"):
         estimate_depth(grid, [(3, 0)], "mvs", mvs_range="flow-ish")
+
+
+def _ring(n: int, arc_deg: float, radius: float = 3.0) -> np.ndarray:
+    """``n`` cameras on an arc of ``arc_deg`` degrees around the origin, looking at it (w2c, OpenCV)."""
+    out = []
+    for a in np.radians(np.linspace(-arc_deg / 2, arc_deg / 2, n)):
+        c = radius * np.array([np.sin(a), 0.0, -np.cos(a)])
+        z = -c / np.linalg.norm(c)
+        x = np.cross([0.0, 1.0, 0.0], z)
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)
+        R = np.stack([x, y, z])
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = R, -R @ c
+        out.append(w2c)
+    return np.stack(out)
+
+
+def test_wide_baseline_rigs_are_recognised():
+    from recon.tracking.build import WIDE_BASELINE_DEG, neighbour_angle
+
+    dome = _ring(12, 330.0)  # ~30 degrees apart, as CMU Panoptic's ring (~26)
+    arc = _ring(8, 56.0)  # 8 degrees apart, as a generator's arc
+    assert neighbour_angle(dome) == pytest.approx(30.0, abs=0.5) and neighbour_angle(dome) > WIDE_BASELINE_DEG
+    assert neighbour_angle(arc) == pytest.approx(8.0, abs=0.5) and neighbour_angle(arc) < WIDE_BASELINE_DEG

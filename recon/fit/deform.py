@@ -70,7 +70,7 @@ class DeformConfig:
 
     iterations: int = 0
     """Total optimisation steps (warm-up included); 0: sized to the grid (:func:`auto_iterations`:
-    1240 for the bundled sample, 4320 for Panoptic's 27 cameras x 8 frames)."""
+    1860 for the bundled sample, 6480 for Panoptic's 27 cameras x 8 frames)."""
     warmup: int = 100
     """First steps on freeze-time cells only, without the temporal MLP."""
     cells_per_step: int = 3
@@ -109,9 +109,10 @@ class DeformConfig:
     time_freqs: int = 4
     mlp_width: int = 64
     mlp_depth: int = 3
-    time_curriculum: float = 0.0
+    time_curriculum: float = 0.3
     """Temporal curriculum (:func:`recon.fit.schedule.time_batches`): over this fraction of the
-    steps after the warm-up, the times drawn widen from the reference time to the whole range (0: off)."""
+    steps after the warm-up, the times drawn widen from the reference time to the whole range (0: off;
+    measured in BENCHMARKS.md: sharper moving players on Panoptic, +0.07 dB on the synthetic bench)."""
     appearance: bool = True
     """Fit a per-camera colour gain and bias (:mod:`recon.model.appearance`) on the training views."""
     lr_appearance: float = 1e-3
@@ -122,7 +123,7 @@ class DeformConfig:
     """Adaptive density control (:mod:`recon.fit.density`)."""
 
 
-RENDERS_PER_IMAGE = 60
+RENDERS_PER_IMAGE = 90
 """``iterations = 0``: each training image is rendered about this many times (3DGS renders each
 of a typical scene's ~200 images ~150 times in 30k steps; a CPU budget affords fewer)."""
 
