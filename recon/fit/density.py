@@ -263,5 +263,5 @@ class DensityControl:
 
     def report(self) -> dict[str, Any]:
         return {"cloned": self.cloned, "split": self.split, "pruned": self.pruned, "opacity_resets": self.resets,
-                "densify_steps": len(self.history), "cleared_at_end": self.cleared,
+                "densify_steps": len(self.history), "removed_after_window": self.cleared,
                 "clearance_cameras": 0 if self.cameras is None else int(self.cameras[0].shape[0])}
