@@ -249,6 +249,16 @@ def scene_rows(scene: DeformableScene) -> Rows:
                  "tracked_offsets": (f, "tracked_offsets"), "dynamic": (f, "dynamic")})
 
 
+def _renderer(scene: DeformableScene, backend: str) -> Callable[[list[tuple[int, int]]], tuple[Tensor, dict[str, Any]]]:
+    """The engine's ``render(batch) -> (rgb, meta)`` for a scene's cells."""
+
+    def render(batch: list[tuple[int, int]]) -> tuple[Tensor, dict[str, Any]]:
+        rgb, _, _, meta = scene.render(batch, backend=backend)
+        return rgb, meta
+
+    return render
+
+
 def uint8_targets(grid: FrameGrid, device: torch.device) -> Callable[[list[tuple[int, int]]], Tensor]:
     """``target(batch) -> [C, H, W, 3]`` float in [0, 1] on ``device``, converted per batch from
     the grid's uint8 images (a large grid is never held as floats)."""
@@ -335,16 +345,10 @@ def fit_deform(
     density = DensityControl(config.density, extent, scene.size, g, cams) if config.density.enabled else None
     hooks = [project] + ([scene.appearance.centre] if scene.appearance is not None else [])
     engine = FitEngine(scene_rows(scene), groups, density, post_step=hooks)
-    times = scene.times.to(device)
-    dt = 0.5 * float(times.max() - times.min()) / max(1, scene.num_times - 1)
-
-    def render(batch):
-        rgb, _, _, meta = scene.render(batch, backend=backend)
-        return rgb, meta
-
+    render = _renderer(scene, backend)
     terms = [photometric_term(config.ssim_weight)]
-    if config.time_smooth_reg > 0 and dt > 0:
-        terms.append(time_smooth_term(field, sp, times, unit, config.time_smooth_reg, g, start=warm))
+    if config.time_smooth_reg > 0 and scene.num_times > 1:
+        terms.append(time_smooth_term(field, sp, scene.times.to(device), unit, config.time_smooth_reg, g, start=warm))
     if field.learn_view_offsets and config.view_offset_reg > 0:
         terms.append(view_offset_term(field, unit, config.view_offset_reg))
     n0 = sp.num
@@ -381,11 +385,7 @@ def _fit_view_residual(scene: DeformableScene, train_cells: list[tuple[int, int]
     for p in shared:
         p.requires_grad_(False)
     engine = FitEngine(Rows({}), [ParamGroup("view_residual", [field.view_correction], config.lr_view_residual * float(field.radius))])
-
-    def render(batch):
-        rgb, _, _, meta = scene.render(batch, backend=backend)
-        return rgb, meta
-
+    render = _renderer(scene, backend)
     terms = [photometric_term(config.ssim_weight), view_offset_term(field, unit, config.view_offset_reg)]
     try:
         return engine.run(batches, render, target, terms, progress)["trace"]
