@@ -103,7 +103,7 @@ class DensityControl:
         self.radius: Tensor | None = None
         self.resets = 0
         self.cloned = self.split = self.pruned = 0
-        self.history: list[dict[str, int]] = []
+        self.densify_steps = 0
 
     def _stats(self, n: int, device: torch.device) -> None:
         if self.grad is None or self.grad.shape[0] != n:
@@ -194,7 +194,7 @@ class DensityControl:
         self.cloned += len(clone_idx)
         self.split += len(split_idx)
         self.pruned += int(prune.sum())
-        self.history.append({"clone": len(clone_idx), "split": len(split_idx), "prune": int(prune.sum()), "after": len(index)})
+        self.densify_steps += 1
         self.grad = self.count = self.radius = None
 
     @torch.no_grad()
@@ -263,5 +263,5 @@ class DensityControl:
 
     def report(self) -> dict[str, Any]:
         return {"cloned": self.cloned, "split": self.split, "pruned": self.pruned, "opacity_resets": self.resets,
-                "densify_steps": len(self.history), "removed_after_window": self.cleared,
+                "densify_steps": self.densify_steps, "removed_after_window": self.cleared,
                 "clearance_cameras": 0 if self.cameras is None else int(self.cameras[0].shape[0])}

@@ -18,7 +18,7 @@ post-step hooks (e.g. projected-gradient constraints) -> density control -> trac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -90,7 +90,6 @@ class StepContext:
     rgb: Tensor
     meta: dict[str, Any]
     target: Tensor
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FitEngine:

@@ -71,16 +71,6 @@ def iter_renders(scene: DeformableScene, cells: list[tuple[int, int]], backend: 
             yield c, im
 
 
-def render_grid(scene: DeformableScene, backend: str = "auto", view_offsets: bool = True) -> Tensor:
-    """Renders of every cell ``[V, T, H, W, 3]`` in [0, 1] (CPU)."""
-    V, T = scene.num_views, scene.num_times
-    H, W = scene.size
-    out = torch.empty(V, T, H, W, 3)
-    for (i, j), im in iter_renders(scene, [(i, j) for i in range(V) for j in range(T)], backend, view_offsets):
-        out[i, j] = im
-    return out
-
-
 def summarise(cells: list[dict[str, Any]], grid: FrameGrid, held: list[tuple[int, int]]) -> dict[str, Any]:
     """Means over train / held-out cells, and per held-out camera (named by ``view_names``) when
     whole views are held out (a test split's cameras)."""
@@ -98,12 +88,6 @@ def summarise(cells: list[dict[str, Any]], grid: FrameGrid, held: list[tuple[int
                          "ssim_mean": float(np.mean([c["ssim"] for c in sel]))}
     out["heldout"]["per_camera"] = per
     return out
-
-
-def cell_metrics(grid: FrameGrid, renders: Tensor, held: list[tuple[int, int]]) -> dict[str, Any]:
-    """Per-cell PSNR / SSIM and the means over train and held-out cells (``renders [V, T, H, W, 3]``)."""
-    cells = [_cell(grid, i, j, renders[i, j], held) for i in range(grid.num_views) for j in range(grid.num_times)]
-    return summarise(cells, grid, held)
 
 
 def _cell(grid: FrameGrid, i: int, j: int, im: Tensor, held: list[tuple[int, int]]) -> dict[str, Any]:
@@ -161,7 +145,6 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
         frames.append(np.concatenate(row, axis=0))
     step = max(1, T // PREVIEW_FRAMES)
     write_png(run_dir / "preview.png", np.concatenate(frames[::step][:PREVIEW_FRAMES], axis=0))
-    pairs = frames
     names = grid.view_names or [str(i) for i in range(V)]
     files = {"preview": "preview.png", "preview_view": pv, "preview_views": pviews,
              "preview_layout": f"rows: times (every {step}), per time one row per view {[names[v] for v in pviews]}; "
@@ -173,7 +156,7 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            written = write_video(run_dir / "preview.mp4", np.stack(pairs), fps=oc.fps)
+            written = write_video(run_dir / "preview.mp4", np.stack(frames), fps=oc.fps)
         files["preview_video"] = Path(written).name
     if oc.ply:
         write_ply(scene, run_dir, fps=oc.fps, source=str(grid.source), time_unit=str(grid.meta.get("time_unit", "s")),
