@@ -9,6 +9,11 @@ stage is loaded, not re-run, by a resumed run):
 4. ``deform``    temporal deformation fitted on the training cells (:mod:`recon.fit.deform`);
 5. ``outputs``   renders, previews, .ply sequence, metrics (:mod:`recon.fit.evaluate`).
 
+A *monocular* grid (one view per time, e.g. D-NeRF; :func:`recon.fit.monocular.is_monocular`) has
+no freeze-time video: stages 1 and 3 are skipped (``run.json`` says why), stage 2 initialises the
+splats by space carving (:mod:`recon.fit.monocular`), and the deform stage fits them with the
+same engine (density control, temporal MLP) without view offsets.
+
 Held-out cells (``holdout_views`` x ``holdout_times``) are never rendered during a fit. A view
 held out at the reference time is *unseen*: it is also left out of tracking and pruning and is
 rendered from its given camera (real rigs' test cameras).
@@ -38,6 +43,7 @@ import torch
 from recon.errors import InputError
 from recon.fit.canonical import Canonical, CanonicalConfig, build_canonical
 from recon.fit.deform import DeformConfig, fit_deform, scene_from_canonical
+from recon.fit.monocular import MonocularConfig, init_monocular, is_monocular, reference_window
 from recon.fit.prune import PruneConfig, prune_floaters
 from recon.grid import FrameGrid
 from recon.io.atomic import atomic_path, write_json
@@ -86,6 +92,8 @@ class ReconstructConfig:
     canonical: CanonicalConfig = field(default_factory=CanonicalConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     deform: DeformConfig = field(default_factory=DeformConfig)
+    monocular: MonocularConfig = field(default_factory=MonocularConfig)
+    """Canonical initialisation of monocular grids (one view per time), which replaces stages 1-3."""
     outputs: OutputConfig = field(default_factory=OutputConfig)
     holdout_views: list[int] = field(default_factory=list)
     """Held-out cells are the cross product holdout_views x holdout_times (never trained on)."""
@@ -347,7 +355,16 @@ def reconstruct(
 
     holdout_cells(grid, config)  # validate before touching the folder
     tracked_views = [v for v in range(grid.num_views) if v not in unseen_views(grid, config)]
-    check_trackable(grid.subset(views=tracked_views) if len(tracked_views) < grid.num_views else grid)
+    if is_monocular(grid, tracked_views):
+        if grid.cameras.w2c is None:
+            raise InputError("a monocular grid (one view per time) needs camera poses: nothing can be tracked between "
+                             "views", grid.source, "w2c")
+        held = set(holdout_cells(grid, config))
+        if sum((tracked_views[0], j) not in held for j in range(grid.num_times)) < 2:
+            raise InputError(f"grid has 1 view and {grid.num_times} time(s); too small (a monocular grid needs at least "
+                             "2 training frames)", grid.source, "images")
+    else:
+        check_trackable(grid.subset(views=tracked_views) if len(tracked_views) < grid.num_views else grid)
     run, config = open_run(Path(run_dir), resume, header, config)
     held = holdout_cells(grid, config)
     tracked_views = [v for v in range(grid.num_views) if v not in unseen_views(grid, config)]
@@ -397,6 +414,9 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
         return _load(ck)  # continue from what was saved: resumed and uninterrupted runs agree
 
     tc = config.tracking
+    mono = is_monocular(grid, tracked_views)
+    if mono:
+        return _run_monocular(grid, held, train, config, run, device, progress, stage, reports)
 
     def do_tracks():
         from recon.tracking import build_tracks
@@ -453,8 +473,66 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
         return scene.tensors(), {"field": scene.field_config(), "size": list(scene.size), "report": rep}
 
     stage("deform", 4, do_deform)
-    scene = DeformableScene.load(run.checkpoint("deform"), device)
+    return _outputs(grid, held, config, run, device, progress, reports)
 
+
+SKIPPED_MONOCULAR = {
+    "tracks": "monocular grid (one view per time): no freeze-time video to track",
+    "prune": "monocular grid: pruning re-renders the freeze-time frames, which need several views at one time "
+             "(floaters are left to density control's opacity pruning in the deform stage)",
+}
+
+
+def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tuple[int, int]], config: ReconstructConfig,
+                   run: RunFolder, device: torch.device, progress: Progress, stage: Callable, reports: dict[str, Any]) -> Result:
+    """Stages of a monocular grid (module docstring): tracks and prune skipped, carved canonical splats."""
+    def skipped(name: str) -> Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        def compute():
+            progress.stage_start(name, None)
+            rep = {"skipped": True, "reason": SKIPPED_MONOCULAR[name]}
+            if name == "prune":
+                rep["pruned"] = 0
+            return {}, {"report": rep}
+        return compute
+
+    stage("tracks", 1, skipped("tracks"))
+
+    def do_canonical():
+        progress.stage_start("canonical", None)
+        can, rep = init_monocular(grid, train, config.monocular, config.seed)
+        return can.tensors(), {"pose_source": can.pose_source, "report": rep}
+
+    t, meta = stage("canonical", 2, do_canonical)
+    canonical = Canonical.from_tensors(t, meta["pose_source"])
+    stage("prune", 3, skipped("prune"))
+
+    def do_deform():
+        # one view: no view offsets, no per-camera response; no time smoothness either (measured: on
+        # the rapid-motion scene it held the MLP back and the splats faded instead of following),
+        # and no opacity resets (each splat sees one image per step: after a reset the scene was
+        # pruned away before it recovered -- 23 Gaussians left at 400x400)
+        dc = dataclasses.replace(config.deform, learn_view_offsets=False, appearance=False, static_background=False,
+                                 time_smooth_reg=0.0, density=dataclasses.replace(config.deform.density, reset_every=0))
+        scene = scene_from_canonical(grid, canonical, dc, False, [0])
+        progress.stage_start("deform", config.deform.iterations or None)
+        rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
+                         lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held,
+                         monocular=reference_window(grid, train, config.monocular.window))
+        rep["monocular"] = ("one view per time: no view offsets dp_i^v (tracked or learned), no per-camera colour "
+                            "response, no time-smoothness term, no opacity resets; static warm-up on the reference "
+                            "window's frames")
+        return scene.tensors(), {"field": scene.field_config(), "size": list(scene.size), "report": rep}
+
+    stage("deform", 4, do_deform)
+    return _outputs(grid, held, config, run, device, progress, reports)
+
+
+def _outputs(grid: FrameGrid, held: list[tuple[int, int]], config: ReconstructConfig, run: RunFolder, device: torch.device,
+             progress: Progress, reports: dict[str, Any]) -> Result:
+    """The outputs stage (renders, previews, .ply, metrics.json); a finished one is read back."""
+    from recon.fit import evaluate
+
+    scene = DeformableScene.load(run.checkpoint("deform"), device)
     if run.status("outputs") != "done" or not (run.path / "metrics.json").is_file():
         run.set("outputs", status="running")
         progress.stage_start("outputs", None)

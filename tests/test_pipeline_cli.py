@@ -61,10 +61,10 @@ def test_cli_exit_2_on_bad_input(tmp_path, grid_dir, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     assert main(["reconstruct", str(grid_dir), "--out", str(tmp_path / "r3"), "--config", str(bad)]) == 2
-    # a one-view grid is too small to track
+    # one view at one time is too small (one view over time is a monocular grid: tests/test_monocular.py)
     from recon.io.gridfolder import read_grid, write_grid
 
-    g = read_grid(grid_dir).subset(views=[0])
+    g = read_grid(grid_dir).subset(views=[0], times=[0])
     write_grid(g, tmp_path / "one")
     assert main(["reconstruct", str(tmp_path / "one"), "--out", str(tmp_path / "r4")]) == 2
     assert not (tmp_path / "r4").exists() and not (tmp_path / "r1").exists()

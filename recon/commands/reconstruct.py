@@ -75,8 +75,9 @@ def reconstruct(
         scale: Resolution scale applied while reading.
         split: Split of multi-split datasets (train, test, val; Panoptic also all).
         eval_split: The standard protocol: train on --split and evaluate on this split's cameras at
-            every frame (e.g. test: Panoptic test_meta.json's cameras). Those cameras are held out
-            (never trained on); metrics.json and the summary name them by id.
+            every frame (e.g. test: Panoptic test_meta.json's cameras; D-NeRF transforms_test.json's
+            images at their times). Those cameras / images are held out (never trained on);
+            metrics.json and the summary name them by id / file.
     """
     from rich.console import Console
 
@@ -119,7 +120,7 @@ def reconstruct(
     if seed is not None:
         over["seed"] = seed
     if protocol is not None:
-        over["holdout_views"], over["holdout_times"] = protocol["views"], list(range(grid.num_times))
+        over["holdout_views"], over["holdout_times"] = protocol["views"], protocol.get("times", list(range(grid.num_times)))
     elif holdout is not None:
         over["holdout_views"], over["holdout_times"] = parse_holdout(holdout)
     elif bundled and not cfg.holdout_views:
@@ -148,10 +149,12 @@ def reconstruct(
     m = result.metrics
     parts = [f"train PSNR {m['train']['psnr_mean']:.2f} dB"]
     if m["heldout"]["cells"]:
-        what = f"{protocol['split']} cameras" if protocol is not None else "held-out"
-        parts.append(f"{what} PSNR {m['heldout']['psnr_mean']:.2f} dB ({m['heldout']['cells']} cells)")
+        images = protocol is not None and "images" in protocol  # D-NeRF: test images at their own times
+        what = "held-out" if protocol is None else f"{protocol['split']} {'images' if images else 'cameras'}"
+        parts.append(f"{what} PSNR {m['heldout']['psnr_mean']:.2f} dB, SSIM {m['heldout']['ssim_mean']:.3f} "
+                     f"({m['heldout']['cells']} {'images' if images else 'cells'})")
         per = m["heldout"].get("per_camera", {})
-        if protocol is not None and per:
+        if protocol is not None and per and not images:
             parts.append("; ".join(f"camera {k}: PSNR {v['psnr_mean']:.2f} dB, SSIM {v['ssim_mean']:.3f}" for k, v in per.items()))
     parts.append(f"{m['gaussians']['final']} Gaussians")
     if "floaters" in m:

@@ -56,7 +56,7 @@ from torch import Tensor
 from recon.fit.canonical import Canonical
 from recon.fit.density import DensityConfig, DensityControl
 from recon.fit.engine import FitEngine, ParamGroup, Rows
-from recon.fit.losses import photometric_term, time_smooth_term, view_offset_term
+from recon.fit.losses import coverage_term, photometric_term, silhouette_term, time_smooth_term, view_offset_term
 from recon.fit.schedule import exp_decay, time_batches
 from recon.grid import FrameGrid
 from recon.model.appearance import CameraAppearance
@@ -70,7 +70,7 @@ class DeformConfig:
 
     iterations: int = 0
     """Total optimisation steps (warm-up included); 0: sized to the grid (:func:`auto_iterations`:
-    1860 for the bundled sample, 6480 for Panoptic's 27 cameras x 8 frames)."""
+    1860 for the bundled sample, 6480 for Panoptic's 27 cameras x 8 frames, 7560 for a 108-image D-NeRF scene)."""
     warmup: int = 100
     """First steps on freeze-time cells only, without the temporal MLP."""
     cells_per_step: int = 3
@@ -121,23 +121,44 @@ class DeformConfig:
     freeze-time frames are static (dp^t = 0, no MLP), so the background cannot drift in time."""
     density: DensityConfig = dc_field(default_factory=DensityConfig)
     """Adaptive density control (:mod:`recon.fit.density`)."""
+    silhouette_reg: float = 0.1
+    """Weight of the silhouette term (:func:`recon.fit.losses.silhouette_term`) on grids with a
+    uniform background (D-NeRF's white): Gaussians are pulled onto each training image's
+    non-background pixels (0: off). It gives the temporal MLP a long-range signal where an
+    object has moved beyond its splats' footprint, which the photometric loss cannot."""
+    coverage_reg: float = 0.1
+    """Weight of the coverage term (:func:`recon.fit.losses.coverage_term`), with the silhouette
+    term on grids with a uniform background (0: off)."""
+    monocular_warmup: float = 0.1
+    """Monocular grids (one view per time): the warm-up is this fraction of the steps, a static fit
+    (no MLP) of the reference window's frames (:attr:`recon.fit.monocular.MonocularConfig.window`),
+    which stand in for the freeze-time video (Deformable-3DGS warms up 3k of 40k steps)."""
 
+
+SILHOUETTE_BYTES = 1 << 30
+"""The silhouette term's distance maps (float32 per training image) are built up to this size."""
 
 RENDERS_PER_IMAGE = 90
 """``iterations = 0``: each training image is rendered about this many times (3DGS renders each
 of a typical scene's ~200 images ~150 times in 30k steps; a CPU budget affords fewer)."""
 
 
-def auto_iterations(num_images: int, cells_per_step: int) -> int:
-    """Steps for ``iterations = 0``: :data:`RENDERS_PER_IMAGE` renders of every training image, 1000..30000 steps."""
-    return int(min(30000, max(1000, math.ceil(RENDERS_PER_IMAGE * num_images / max(1, cells_per_step)))))
+MONOCULAR_RENDERS_PER_IMAGE = 70
+"""The same for monocular grids (one image per step; a D-NeRF scene's 108 images: 7560 steps, which
+keeps a 400x400 scene near 10 minutes on two CPU cores, measured in BENCHMARKS.md)."""
+
+
+def auto_iterations(num_images: int, cells_per_step: int, renders_per_image: int = RENDERS_PER_IMAGE) -> int:
+    """Steps for ``iterations = 0``: ``renders_per_image`` renders of every training image, 1000..30000 steps."""
+    return int(min(30000, max(1000, math.ceil(renders_per_image * num_images / max(1, cells_per_step)))))
 
 
 def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformConfig, view_offsets: bool = True,
                          trained_views: list[int] | None = None) -> DeformableScene:
     """A :class:`DeformableScene` at the start of the deform stage: canonical splats, tracked
     offsets (zeros when ``view_offsets`` is False), identity temporal field, identity camera
-    responses (fitted on ``trained_views``, default all), the dynamic flags from the masks."""
+    responses (fitted on ``trained_views``, default all), the dynamic flags from the masks, the
+    grid's uniform background colour when its reader names one (white for D-NeRF)."""
     means = canonical.splats.means.detach()
     dist = means.norm(dim=1)
     radius = float(dist.median()) if len(dist) else 1.0
@@ -156,8 +177,11 @@ def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformCo
         to_world = torch.linalg.inv(torch.from_numpy(np.array(grid.cameras.w2c[int(grid.central_view), grid.ref_time]))).float()
     splats = type(canonical.splats)(*(v for v in canonical.splats.tensors().values()))
     appearance = CameraAppearance(grid.num_views, trained_views) if config.appearance else None
+    from recon.fit.monocular import background_colour
+
+    bg = background_colour(grid)
     return DeformableScene(splats, field, canonical.poses, torch.from_numpy(grid.cameras.K).float(), t, (grid.height, grid.width),
-                           to_world, appearance)
+                           to_world, appearance, None if bg is None else torch.from_numpy(bg).float())
 
 
 DYNAMIC_DILATE = 3
@@ -253,7 +277,8 @@ def _renderer(scene: DeformableScene, backend: str) -> Callable[[list[tuple[int,
     """The engine's ``render(batch) -> (rgb, meta)`` for a scene's cells."""
 
     def render(batch: list[tuple[int, int]]) -> tuple[Tensor, dict[str, Any]]:
-        rgb, _, _, meta = scene.render(batch, backend=backend)
+        rgb, alpha, _, meta = scene.render(batch, backend=backend)
+        meta["alpha"] = alpha
         return rgb, meta
 
     return render
@@ -282,12 +307,16 @@ def fit_deform(
     backend: str = "auto",
     progress: Callable[[int, int, float], None] | None = None,
     held_cells: list[tuple[int, int]] | None = None,
+    monocular: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Fit ``scene`` (in place, moved to ``device``) to the ``train_cells`` of ``grid`` with the
     fit engine (density control, camera responses, the regularisers of the module docstring).
 
     ``held_cells`` (never rendered) only decide whether the view-residual phase can help any of
-    them. Returns a report: loss trace (every 10 steps), first/last loss, Gaussian counts,
+    them; their cameras (poses only) clear their near space. ``monocular``: the grid has one view
+    per time, and these are the cells of its reference window (warmed up on; see
+    :attr:`DeformConfig.monocular_warmup`); one image per step; the scene extent and the cleared
+    cameras are the distinct cameras of all cells. Returns a report: loss trace (every 10 steps), first/last loss, Gaussian counts,
     density-control counts, steps of each phase.
     """
     if not train_cells:
@@ -308,10 +337,16 @@ def fit_deform(
     target = uint8_targets(grid, device)
     trained_views = sorted({i for i, _ in train_cells})
     central = int(grid.central_view)
-    iterations = config.iterations if config.iterations > 0 else auto_iterations(len(train_cells), config.cells_per_step)
+    per_step = 1 if monocular is not None else config.cells_per_step
+    iterations = config.iterations if config.iterations > 0 else auto_iterations(
+        len(train_cells), per_step, RENDERS_PER_IMAGE if monocular is None else MONOCULAR_RENDERS_PER_IMAGE)
 
     ref_cells = [c for c in train_cells if c[1] == grid.ref_time]
-    warm = min(config.warmup, iterations) if ref_cells else 0
+    if monocular is not None:
+        ref_cells = list(monocular)
+        warm = int(round(config.monocular_warmup * iterations))
+    else:
+        warm = min(config.warmup, iterations) if ref_cells else 0
     batches = time_batches(ref_cells, warm, config.cells_per_step, g) if warm else []
     ramp = int(config.time_curriculum * (iterations - warm))
     batches += time_batches(train_cells, iterations - warm, config.cells_per_step, g,
@@ -339,11 +374,25 @@ def fit_deform(
             field.view_correction.data.copy_(project_centred(field.view_correction, trained_views))
 
     project()
-    extent = camera_extent(scene.poses, trained_views, grid.ref_time) or 2.0 * radius
-    # every camera with a pose clears its near space (its images are never used; see recon.fit.density)
-    cams = (scene.poses[:, grid.ref_time].to(device), scene.Ks[:, grid.ref_time].to(device))
+    if monocular is not None:
+        from recon.fit.monocular import distinct_cameras
+
+        firsts = [grp[0] for grp in distinct_cameras(grid, sorted(set(train_cells) | set(held_cells or [])))]
+        vm = torch.stack([scene.poses[i, j] for i, j in firsts])
+        Ks = torch.stack([scene.Ks[i, j] for i, j in firsts])
+        train_firsts = [grp[0] for grp in distinct_cameras(grid, train_cells)]
+        extent = camera_extent(torch.stack([scene.poses[i, j] for i, j in train_firsts])[:, None], list(range(len(train_firsts))), 0)
+        cams = (vm.to(device), Ks.to(device))
+    else:
+        extent = camera_extent(scene.poses, trained_views, grid.ref_time)
+        # every camera with a pose clears its near space (its images are never used; see recon.fit.density)
+        cams = (scene.poses[:, grid.ref_time].to(device), scene.Ks[:, grid.ref_time].to(device))
+    extent = extent or 2.0 * radius
     density = DensityControl(config.density, extent, scene.size, g, cams) if config.density.enabled else None
-    hooks = [project] + ([scene.appearance.centre] if scene.appearance is not None else [])
+    def clamp_colours() -> None:  # projected gradient: a colour beyond [0, 1] would be clamped in the render
+        sp.colors.data.clamp_(0.0, 1.0)  # and get no gradient again (stuck at white or black)
+
+    hooks = [project, clamp_colours] + ([scene.appearance.centre] if scene.appearance is not None else [])
     engine = FitEngine(scene_rows(scene), groups, density, post_step=hooks)
     render = _renderer(scene, backend)
     terms = [photometric_term(config.ssim_weight)]
@@ -351,6 +400,18 @@ def fit_deform(
         terms.append(time_smooth_term(field, sp, scene.times.to(device), unit, config.time_smooth_reg, g, start=warm))
     if field.learn_view_offsets and config.view_offset_reg > 0:
         terms.append(view_offset_term(field, unit, config.view_offset_reg))
+    silhouette = None
+    if config.silhouette_reg > 0 and len(train_cells) * grid.height * grid.width * 4 <= SILHOUETTE_BYTES:
+        from recon.fit.monocular import MonocularConfig, background_distance, occupancy_grid
+
+        mc = MonocularConfig()
+        dist = background_distance(grid, train_cells, mc.background_tol, mc.dilate)
+        if dist is not None:
+            terms.append(silhouette_term(scene, torch.from_numpy(dist), config.silhouette_reg))
+            silhouette = config.silhouette_reg
+            if config.coverage_reg > 0:
+                occ = torch.from_numpy(occupancy_grid(grid, train_cells, mc.background_tol))
+                terms.append(coverage_term(occ, config.coverage_reg))
     n0 = sp.num
     out = engine.run(batches, render, target, terms, progress)
     trace = out["trace"]
@@ -362,7 +423,7 @@ def fit_deform(
     trace += residual
     rep = {"loss_first": trace[0], "loss_last": trace[-1], "loss_trace_every_10": trace, "gaussians": sp.num,
            "gaussians_start": n0, "dynamic_gaussians": int(field.dynamic.sum()), "warmup_steps": warm, "steps": total,
-           "view_residual_steps": residual_steps if residual else 0, "extent": extent}
+           "view_residual_steps": residual_steps if residual else 0, "extent": extent, "silhouette_reg": silhouette}
     if density is not None:
         rep["density"] = density.report()
     if scene.appearance is not None:

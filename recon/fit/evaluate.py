@@ -92,8 +92,12 @@ def summarise(cells: list[dict[str, Any]], grid: FrameGrid, held: list[tuple[int
 
 def _cell(grid: FrameGrid, i: int, j: int, im: Tensor, held: list[tuple[int, int]]) -> dict[str, Any]:
     gt = torch.from_numpy(grid.images[i, j]).float().div_(255.0)
-    return {"view": i, "time": j, "split": "heldout" if (i, j) in held else "train",
-            "psnr": psnr(im, gt), "ssim": float(ssim(im[None], gt[None])[0])}
+    out = {"view": i, "time": j, "split": "heldout" if (i, j) in held else "train",
+           "psnr": psnr(im, gt), "ssim": float(ssim(im[None], gt[None])[0])}
+    files = grid.meta.get("frame_files")
+    if files is not None:  # readers that know each cell's image file (per test image metrics)
+        out["file"] = files[i][j]
+    return out
 
 
 def _u8(x: Tensor) -> np.ndarray:
@@ -127,8 +131,12 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
     oc = config.outputs
     V, T = grid.num_views, grid.num_times
     held_set = set(held)
-    # preview: the held-out views (else the central one) over time, GT | render
+    # preview: the held-out views (else the central one) over time, GT | render; a monocular grid
+    # (one view) with held-out times: those times (its test images)
     pviews = sorted({i for i, _ in held})[:PREVIEW_VIEWS] or [int(grid.central_view)]
+    ptimes = list(range(T))
+    if V == 1 and held:
+        ptimes = sorted(j for _, j in held)
     kept: dict[tuple[int, int], Tensor] = {}
     cells = []
     for (i, j), im in iter_renders(scene, [(i, j) for i in range(V) for j in range(T)], config.backend):
@@ -140,14 +148,15 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
     metrics: dict[str, Any] = summarise(cells, grid, held)
     pv = pviews[0]
     frames = []
-    for j in range(T):
+    for j in ptimes:
         row = [np.concatenate([grid.images[v, j], kept[(v, j)]], axis=1) for v in pviews]
         frames.append(np.concatenate(row, axis=0))
-    step = max(1, T // PREVIEW_FRAMES)
+    step = max(1, len(ptimes) // PREVIEW_FRAMES)
     write_png(run_dir / "preview.png", np.concatenate(frames[::step][:PREVIEW_FRAMES], axis=0))
     names = grid.view_names or [str(i) for i in range(V)]
+    what = "held-out times (test images)" if len(ptimes) < T else "times"
     files = {"preview": "preview.png", "preview_view": pv, "preview_views": pviews,
-             "preview_layout": f"rows: times (every {step}), per time one row per view {[names[v] for v in pviews]}; "
+             "preview_layout": f"rows: {what} (every {step}), per time one row per view {[names[v] for v in pviews]}; "
                                "columns: ground truth | render"}
     if oc.preview_video:
         import warnings
@@ -163,6 +172,11 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
                   world=grid.cameras.w2c is not None)
         files["ply"] = "ply/sequence.json"
     metrics["files"] = files
+    if "background" in grid.meta:  # what the images were composited on, and what the renders are
+        bg = scene.background
+        metrics["background"] = {"images": grid.meta["background"],
+                                 "renders": "black" if bg is None else "rgb " + " ".join(f"{float(x):g}" for x in bg),
+                                 "metrics": "renders against the images as read"}
     metrics["seconds"] = {k: v for k, v in seconds.items()}
     can, pr = reports.get("canonical", {}), reports.get("prune", {})
     metrics["gaussians"] = {"tracked_points": reports.get("tracks", {}).get("points"), "canonical": can.get("gaussians"),

@@ -118,3 +118,58 @@ def time_smooth_term(field, splats, times: Tensor, unit: float, weight: float, g
         return (d / unit).pow(2).sum(-1).mean()
 
     return Term("time_smooth", fn, weight, start=start)
+
+
+def silhouette_term(scene, distance: Tensor, weight: float, start: int = 0):
+    """``silhouette``: every Gaussian that a training image sees should project onto its occupied
+    (non-background) pixels -- a visual-hull constraint with long-range pull, for grids on a
+    uniform background (see :func:`recon.fit.monocular.background_distance`).
+
+    ``distance [V, T, H, W]`` (CPU float): per training cell, each pixel's distance in pixels to
+    the nearest occupied pixel (0 on them). The term is the mean, over the Gaussians in front of
+    each rendered camera and inside its image, of that distance at their projected centres
+    (bilinear) divided by the image width; only positions get its gradient (the centres are
+    projected here in torch from the cell's deformed positions, so density control's view-space
+    statistics are not affected)."""
+    from recon.fit.engine import Term
+
+    V, T, H, W = distance.shape
+
+    def fn(ctx) -> Tensor:
+        means = scene.cell_means(ctx.batch, view_offsets=True)  # [C, N, 3]
+        dev = means.device
+        iv = torch.tensor([i for i, _ in ctx.batch])
+        it = torch.tensor([j for _, j in ctx.batch])
+        A = scene.poses[iv, it].to(dev)
+        K = scene.Ks[iv, it].to(dev)
+        Xc = means @ A[:, :3, :3].transpose(1, 2) + A[:, None, :3, 3]
+        z = Xc[..., 2]
+        ok = z > 1e-6
+        zs = z.clamp_min(1e-6)
+        u = K[:, None, 0, 0] * Xc[..., 0] / zs + K[:, None, 0, 2]
+        v = K[:, None, 1, 1] * Xc[..., 1] / zs + K[:, None, 1, 2]
+        ok = ok & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+        grid = torch.stack([2.0 * u / max(W - 1, 1) - 1.0, 2.0 * v / max(H - 1, 1) - 1.0], -1)[:, :, None]  # [C, N, 1, 2]
+        d = distance[iv, it].to(dev)[:, None]  # [C, 1, H, W]
+        s = F.grid_sample(d, grid, mode="bilinear", align_corners=True)[:, 0, :, 0]  # [C, N]
+        n = ok.sum().clamp_min(1)
+        return (s * ok).sum() / n / W
+
+    return Term("silhouette", fn, weight, start=start)
+
+
+def coverage_term(occupied: Tensor, weight: float, start: int = 0):
+    """``coverage``: mean ``|alpha - occupied|`` of the rendered opacity against each training
+    image's occupied (non-background) pixels, ``occupied [V, T, H, W]`` (bool, CPU). On a uniform
+    background this is the silhouette of everything in the image (objects and shadows): splats
+    that lost their object cannot fade into the background colour to lower the photometric loss --
+    they keep a reason to follow it -- and the colour does not decide where the splats are."""
+    from recon.fit.engine import Term
+
+    def fn(ctx) -> Tensor:
+        iv = torch.tensor([i for i, _ in ctx.batch])
+        it = torch.tensor([j for _, j in ctx.batch])
+        alpha = ctx.meta["alpha"][..., 0]
+        return (alpha - occupied[iv, it].to(alpha.device, alpha.dtype)).abs().mean()
+
+    return Term("coverage", fn, weight, start=start)

@@ -26,6 +26,7 @@ Grouping into a V x T grid (``meta["grouping"]`` records which rule applied):
    form a complete grid: views = distinct poses (in order of first appearance).
 4. otherwise an InputError asks for a view key.
 
+``meta["frame_index"][v][t]`` is the index of each cell's frame in the json's ``frames`` list.
 Without any ``time`` field the frames are one time step of a static scene (V = frames, T = 1).
 ``meta["time_unit"]`` is "normalised" when every time lies in [0, 1], else "s".
 RGBA images (D-NeRF) are composited on white and their alpha becomes the masks; ``mask_path``
@@ -287,6 +288,9 @@ def read_transforms(path: str | os.PathLike, options: LoadOptions | None = None)
         "grouping": rule,
         "time_unit": "normalised" if normalised else "s",
         "frame_files": [[str(f.image.relative_to(src.parent)) if f.image.is_relative_to(src.parent) else str(f.image) for f in row] for row in sel],
+        "frame_index": [[f.index for f in row] for row in sel],
+        "camera_model": sorted({str(f.intr.get("camera_model", "PINHOLE")).upper() for row in sel for f in row}),
+        "image_size": [W, H],
         "background": background,
         "scale": options.scale,
     }

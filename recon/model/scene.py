@@ -26,7 +26,8 @@ class DeformableScene:
     """Splats ``[N]``, field, ``poses [V, T, 4, 4]``, ``Ks [V, T, 3, 3]``, ``times [T]``, image ``size (H, W)``."""
 
     def __init__(self, splats: Splats, field: DeformField, poses: Tensor, Ks: Tensor, times: Tensor, size: tuple[int, int],
-                 to_world: Tensor | None = None, appearance: CameraAppearance | None = None):
+                 to_world: Tensor | None = None, appearance: CameraAppearance | None = None,
+                 background: Tensor | None = None):
         self.splats = splats
         self.field = field
         self.poses = poses.float()
@@ -37,6 +38,9 @@ class DeformableScene:
         """[4, 4] canonical -> world (the inverse of the central camera's w2c when cameras are known)."""
         self.appearance = appearance
         """Per-camera colour response applied to renders (None: identity)."""
+        self.background = None if background is None else background.float().reshape(3)
+        """[3] colour behind the splats (the uniform background the images were composited on,
+        e.g. white for D-NeRF); None: black."""
 
     @property
     def num_views(self) -> int:
@@ -70,6 +74,7 @@ class DeformableScene:
         H, W = self.size
         rgb, alpha, depth, meta = rasterize(self.cell_means(cells, view_offsets), self.splats.log_scales, self.splats.opacity_logits,
                                             self.splats.rgb(), self.poses[idx_v, idx_t].to(dev), self.Ks[idx_v, idx_t].to(dev), W, H,
+                                            background=None if self.background is None else self.background.to(dev),
                                             backend=backend)
         if appearance and self.appearance is not None:
             rgb = self.appearance(rgb, idx_v)
@@ -95,6 +100,8 @@ class DeformableScene:
         out = {f"splats.{k}": v for k, v in self.splats.tensors().items()}
         out.update({f"field.{k}": v.detach().cpu().contiguous() for k, v in self.field.state_dict().items()})
         out.update(poses=self.poses.cpu(), Ks=self.Ks.cpu(), times=self.times.cpu(), to_world=self.to_world.cpu())
+        if self.background is not None:
+            out["background"] = self.background.cpu()
         if self.appearance is not None:
             out.update({f"appearance.{k}": v.detach().cpu() for k, v in self.appearance.state_dict().items()})
         return {k: v.contiguous() for k, v in out.items()}
@@ -132,4 +139,5 @@ class DeformableScene:
             appearance = CameraAppearance(int(t["appearance.log_gain"].shape[0]))
             appearance.load_state_dict({k[len("appearance."):]: v for k, v in t.items() if k.startswith("appearance.")})
             appearance = appearance.to(device)
-        return cls(splats, field.to(device), t["poses"], t["Ks"], t["times"], size, t["to_world"], appearance)
+        return cls(splats, field.to(device), t["poses"], t["Ks"], t["times"], size, t["to_world"], appearance,
+                   t.get("background"))

@@ -1,0 +1,272 @@
+"""Canonical splats without a freeze-time video: monocular grids (one camera image per time).
+
+A D-NeRF-style capture (one moving or teleporting camera, one image per time) has no views
+that share a time, so the seed's tracking of the freeze-time frames, its tracked view offsets
+and its pruning in the freeze-time frames cannot run: the pipeline skips them (and says so in
+``run.json``) and starts the deformation fit from the splats built here.
+
+Initialisation by space carving of the silhouettes of the *reference window*: the ``window``
+training frames nearest the reference time (a D-NeRF scene cycles through its 12 camera poses in
+12 consecutive frames, so the window sees the scene from all around at nearly one time). The
+hull of the whole sequence would be a smear of every object's trajectory, which a static
+warm-up can only fit as transparent fog that then fades; the window's hull is the scene near
+the reference time, which the deform stage warms up on (static, the same window) and then
+follows outward in time with its temporal curriculum.
+
+1. The window's cells are grouped into distinct cameras (same pose and intrinsics, to 1e-6).
+2. Per camera, a pixel is *occupied* when, at any of that camera's times, it differs from the
+   background colour by more than ``background_tol`` (in any channel), dilated by ``dilate``
+   pixels. Without a uniform background (opaque images) every pixel is occupied and only the
+   frusta carve. Pixels of exactly the background colour (white parts of an object on white) are
+   carved away; density control grows the splats back into them from their neighbours.
+3. Candidates on a ``grid``\\ :sup:`3` lattice in a box around the point closest to all optical
+   axes (half-size ``box`` x the median camera distance from it) are kept when they fall inside the
+   images of at least ``min_seen`` of the cameras and their projection is occupied in at least
+   ``vote`` of those. A second pass repeats this on the bounding box of the first pass's
+   survivors (finer lattice).
+4. ``points`` survivors (jittered within their cell) become isotropic splats: colour = the mean
+   of the occupied pixels they project to, scale from the neighbour spacing, opacity
+   ``init_opacity`` (low, as Deformable-3DGS's random init: the hull is a volume, the scene a surface).
+
+Positions are in the canonical frame of :mod:`recon.fit.canonical` (the central camera's frame
+at ``ref_time``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from recon.errors import InputError
+from recon.fit.canonical import Canonical, cell_poses
+from recon.grid import FrameGrid
+from recon.model.splats import Splats, logit, neighbour_log_scales
+
+
+@dataclass
+class MonocularConfig:
+    """Canonical initialisation of monocular grids (see :mod:`recon.fit.monocular`)."""
+
+    window: int = 12
+    """Training frames nearest the reference time whose silhouettes are carved (and which the
+    deform stage's static warm-up fits); 0: all training frames."""
+    points: int = 20000
+    """Splats sampled from the carved hull."""
+    grid: int = 64
+    """Lattice cells per axis of each carving pass."""
+    box: float = 0.6
+    """Half-size of the first pass's box, x the median camera distance from the look-at point."""
+    vote: float = 0.9
+    """Keep a candidate whose projection is occupied in at least this fraction of the cameras that see it."""
+    min_seen: float = 0.5
+    """... and that lie inside the images of at least this fraction of the cameras (a point that few
+    cameras see is barely constrained by the carving)."""
+    background_tol: float = 0.04
+    """Largest per-channel difference from the background colour that still counts as background."""
+    dilate: int = 2
+    """Occupied pixels are dilated by this many pixels (at the grid's resolution)."""
+    init_opacity: float = 0.3
+    scale_factor: float = 0.5
+    """Initial standard deviation = factor x mean distance to the 3 nearest sampled neighbours."""
+
+
+def is_monocular(grid: FrameGrid, views: list[int] | None = None) -> bool:
+    """True when ``views`` (default all) hold fewer than two views: no freeze-time video."""
+    return len(range(grid.num_views) if views is None else views) < 2
+
+
+def background_colour(grid: FrameGrid) -> np.ndarray | None:
+    """``float [3]`` in [0, 1]: the uniform background the images were composited on (readers say
+    so in ``meta["background"]``: "white ..." / "black ..."), else None."""
+    bg = str(grid.meta.get("background", "")).lower()
+    if bg.startswith("white"):
+        return np.ones(3)
+    if bg.startswith("black"):
+        return np.zeros(3)
+    return None
+
+
+def occupancy(images: np.ndarray, bg: np.ndarray, tol: float, dilate: int) -> np.ndarray:
+    """``bool [..., H, W]``: pixels of ``uint8 images [..., H, W, 3]`` that differ from the
+    background colour ``bg [3]`` (in [0, 1]) by more than ``tol`` in a channel, dilated by ``dilate`` px."""
+    import cv2
+
+    occ = (np.abs(images.astype(np.float32) / 255.0 - bg.astype(np.float32)).max(-1) > tol)
+    if dilate <= 0:
+        return occ
+    kernel = np.ones((2 * dilate + 1,) * 2, np.uint8)
+    flat = occ.reshape(-1, *occ.shape[-2:])
+    return np.stack([cv2.dilate(m.astype(np.uint8), kernel) > 0 for m in flat]).reshape(occ.shape)
+
+
+def background_distance(grid: FrameGrid, cells: list[tuple[int, int]], tol: float, dilate: int) -> np.ndarray | None:
+    """``float32 [V, T, H, W]``: for ``cells`` (others zero), each pixel's distance in pixels to the
+    nearest occupied pixel (:func:`occupancy`); None without a uniform background. An image with no
+    occupied pixel gets zeros (it constrains nothing)."""
+    import cv2
+
+    bg = background_colour(grid)
+    if bg is None:
+        return None
+    V, T, H, W = grid.shape
+    out = np.zeros((V, T, H, W), np.float32)
+    for i, j in cells:
+        occ = occupancy(grid.images[i, j], bg, tol, dilate)
+        if occ.any():
+            out[i, j] = cv2.distanceTransform((~occ).astype(np.uint8), cv2.DIST_L2, 5)
+    return out
+
+
+def occupancy_grid(grid: FrameGrid, cells: list[tuple[int, int]], tol: float) -> np.ndarray:
+    """``bool [V, T, H, W]``: :func:`occupancy` (undilated) of ``cells`` (others False); needs a
+    uniform background (:func:`background_colour`)."""
+    bg = background_colour(grid)
+    assert bg is not None, "occupancy needs a uniform background"
+    out = np.zeros(grid.shape, bool)
+    for i, j in cells:
+        out[i, j] = occupancy(grid.images[i, j], bg, tol, 0)
+    return out
+
+
+def reference_window(grid: FrameGrid, cells: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The ``n`` cells (all for ``n <= 0``) whose times are nearest ``grid.ref_time``'s, in time order."""
+    if n <= 0 or n >= len(cells):
+        return sorted(cells, key=lambda c: c[1])
+    t0 = float(grid.times[grid.ref_time])
+    near = sorted(cells, key=lambda c: (abs(float(grid.times[c[1]]) - t0), c[1]))[:n]
+    return sorted(near, key=lambda c: c[1])
+
+
+def distinct_cameras(grid: FrameGrid, cells: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """``cells`` grouped by camera (identical w2c and K to 1e-6), in order of first appearance."""
+    keys: list[np.ndarray] = []
+    groups: list[list[tuple[int, int]]] = []
+    for i, j in cells:
+        k = np.concatenate([grid.cameras.w2c[i, j].ravel(), grid.cameras.K[i, j].ravel()])
+        tol = 1e-6 * max(1.0, float(np.abs(k).max()))
+        for g, q in enumerate(keys):
+            if np.abs(k - q).max() <= tol:
+                groups[g].append((i, j))
+                break
+        else:
+            keys.append(k)
+            groups.append([(i, j)])
+    return groups
+
+
+def _look_at(c2w: np.ndarray) -> np.ndarray:
+    """Least-squares point closest to every camera's optical axis (``c2w [M, 4, 4]``, OpenCV)."""
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for m in c2w:
+        d = m[:3, 2] / np.linalg.norm(m[:3, 2])
+        P = np.eye(3) - np.outer(d, d)
+        A += P
+        b += P @ m[:3, 3]
+    if np.linalg.cond(A) > 1e8:  # parallel axes: a point in front of the first camera
+        return c2w[0, :3, 3] + c2w[0, :3, 2]
+    return np.linalg.solve(A, b)
+
+
+def _carve(X: np.ndarray, cams: list[tuple[np.ndarray, np.ndarray, np.ndarray]], vote: float, min_seen: float) -> np.ndarray:
+    """``bool [N]``: world points ``X [N, 3]`` inside the images of >= ``min_seen`` of the cameras
+    and occupied in >= ``vote`` of those."""
+    seen = np.zeros(len(X), np.int32)
+    occ = np.zeros(len(X), np.int32)
+    for w2c, K, mask in cams:
+        H, W = mask.shape
+        Xc = X @ w2c[:3, :3].T + w2c[:3, 3]
+        z = Xc[:, 2]
+        ok = z > 1e-6
+        zs = np.maximum(z, 1e-6)
+        u = np.floor(K[0, 0] * Xc[:, 0] / zs + K[0, 2]).astype(np.int64)
+        v = np.floor(K[1, 1] * Xc[:, 1] / zs + K[1, 2]).astype(np.int64)
+        ok &= (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        seen += ok
+        occ[ok] += mask[v[ok], u[ok]]
+    return (seen >= max(1, int(np.ceil(min_seen * len(cams) - 1e-9)))) & (occ >= np.ceil(vote * seen - 1e-9))
+
+
+def _lattice(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    axes = [np.linspace(lo[k], hi[k], n, endpoint=False) + 0.5 * (hi[k] - lo[k]) / n for k in range(3)]
+    g = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    return g, (hi - lo) / n
+
+
+def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: MonocularConfig,
+                   seed: int = 0) -> tuple[Canonical, dict[str, Any]]:
+    """Canonical splats for a monocular grid from its ``train_cells`` (module docstring); returns
+    the :class:`Canonical` (zero view offsets, poses from the cameras) and a report."""
+    if grid.cameras.w2c is None:
+        raise InputError("a monocular grid (one view per time) needs camera poses: nothing can be tracked between views",
+                         grid.source, "w2c")
+    if not train_cells:
+        raise InputError("no training frames", grid.source, "holdout")
+    rng = np.random.default_rng(seed)
+    bg = background_colour(grid)
+    window = reference_window(grid, train_cells, config.window)
+    groups = distinct_cameras(grid, window)
+    cams = []
+    colour_sum = []
+    for g in groups:
+        u8 = np.stack([grid.images[i, j] for i, j in g])
+        ims = u8.astype(np.float32) / 255.0  # [n, H, W, 3]
+        occ_t = np.ones(ims.shape[:3], bool) if bg is None else occupancy(u8, bg, config.background_tol, 0)
+        occ = occ_t.any(0) if bg is None else occupancy(u8, bg, config.background_tol, config.dilate).any(0)
+        occ = occ.astype(np.uint8)
+        w = occ_t[..., None].astype(np.float32)
+        mean = (ims * w).sum(0) / np.maximum(w.sum(0), 1.0)  # mean colour of the occupied samples per pixel
+        i, j = g[0]
+        cams.append((grid.cameras.w2c[i, j], grid.cameras.K[i, j], occ))
+        colour_sum.append(mean)
+    c2w = np.linalg.inv(np.stack([c[0] for c in cams]))
+    centre = _look_at(c2w)
+    dist = float(np.median(np.linalg.norm(c2w[:, :3, 3] - centre, axis=1)))
+    half = config.box * dist
+    lo, hi = centre - half, centre + half
+    passes = []
+    for _ in range(2):
+        X, cell = _lattice(lo, hi, config.grid)
+        keep = _carve(X, cams, config.vote, config.min_seen)
+        passes.append(int(keep.sum()))
+        if not keep.any():
+            raise InputError("space carving left no point: the cameras share no occupied region (check the poses and "
+                             "that the background is uniform)", grid.source, "w2c")
+        K_ = X[keep]
+        lo, hi = K_.min(0) - cell, K_.max(0) + cell
+    n = min(config.points, max(1, len(K_) * 8))
+    pick = rng.integers(0, len(K_), n)
+    Xw = K_[pick] + (rng.random((n, 3)) - 0.5) * cell
+    # colours: mean over the cameras that see the point of their occupied-sample mean colour
+    csum = np.zeros((n, 3))
+    cnt = np.zeros(n)
+    for (w2c, K, occ), mean in zip(cams, colour_sum):
+        H, W = occ.shape
+        Xc = Xw @ w2c[:3, :3].T + w2c[:3, 3]
+        zs = np.maximum(Xc[:, 2], 1e-6)
+        u = np.floor(K[0, 0] * Xc[:, 0] / zs + K[0, 2]).astype(np.int64)
+        v = np.floor(K[1, 1] * Xc[:, 1] / zs + K[1, 2]).astype(np.int64)
+        ok = (Xc[:, 2] > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        ok[ok] &= occ[v[ok], u[ok]] > 0
+        csum[ok] += mean[v[ok], u[ok]]
+        cnt[ok] += 1
+    colours = np.where(cnt[:, None] > 0, csum / np.maximum(cnt, 1)[:, None], 0.5)
+    # world -> canonical (the central camera's frame at the reference time)
+    A0 = grid.cameras.w2c[int(grid.central_view), grid.ref_time]
+    canon = Xw @ A0[:3, :3].T + A0[:3, 3]
+    poses, source = cell_poses(grid)
+    V = grid.num_views
+    splats = Splats(torch.from_numpy(canon).float(),
+                    torch.from_numpy(neighbour_log_scales(canon, 3, config.scale_factor)).float(),
+                    torch.full((n,), logit(config.init_opacity)), torch.from_numpy(colours).float().clamp(0, 1))
+    can = Canonical(splats=splats, view_offsets=torch.zeros(n, V, 3), poses=torch.from_numpy(poses).float(),
+                    frame_points=torch.zeros(n, V, 3), visible=torch.ones(n, V, dtype=torch.bool),
+                    seed_view=torch.zeros(n, dtype=torch.long), pose_source=source)
+    report = {"init": "space carving of the reference window's silhouettes", "window_frames": len(window),
+              "window_times": [float(grid.times[window[0][1]]), float(grid.times[window[-1][1]])], "cameras": len(groups),
+              "background": None if bg is None else [float(x) for x in bg], "carved_cells": passes,
+              "box_half_size": half, "gaussians": n}
+    return can, report
