@@ -106,6 +106,12 @@ def test_protocol_refuses_bad_test_splits(tmp_path: Path) -> None:
     small = make_moving_dnerf(tmp_path / "small", train=6, test=2, test_size=SIZE // 2)
     with pytest.raises(InputError, match="must share one size"):
         load_protocol(small, LoadOptions(), "test")
+    other = make_moving_dnerf(tmp_path / "model", train=6, test=2)
+    doc = json.loads((other / "transforms_test.json").read_text())
+    doc["camera_model"] = "OPENCV"
+    (other / "transforms_test.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="camera model"):
+        load_protocol(other, LoadOptions(), "test")
     with pytest.raises(InputError, match="missing transforms_val.json: --eval-split val"):
         load_protocol(small, LoadOptions(), "val")
     assert main(["reconstruct", str(bad), "--out", str(tmp_path / "run"), "--eval-split", "test"]) == 2
@@ -154,7 +160,7 @@ def test_silhouette_term_pulls_splats_onto_the_occupied_pixels() -> None:
     term = silhouette_term(scene, dist, 1.0)
     loss = term.fn(SimpleNamespace(batch=[(0, 0)]))
     loss.backward()
-    assert float(loss) > 0 and float(means.grad[0, 0]) < 0  # descending moves it right (+x)
+    assert float(loss.detach()) > 0 and float(means.grad[0, 0]) < 0  # descending moves it right (+x)
 
 
 @pytest.mark.slow
@@ -169,7 +175,6 @@ def test_monocular_command_beats_a_static_fit(moving: Path, tmp_path: Path) -> N
 
     dyn = run("dynamic", {})
     static = run("static", {"lr_mlp": 0.0})  # the zero-initialised MLP never moves: one static scene
-    print("dyn", dyn["psnr_holdout"], "static", static["psnr_holdout"])
     assert dyn["heldout"]["cells"] == 8
     assert dyn["psnr_holdout"] > static["psnr_holdout"] + 1.0, (dyn["psnr_holdout"], static["psnr_holdout"])
     info = json.loads((tmp_path / "dynamic" / "run.json").read_text())

@@ -30,6 +30,18 @@ follows outward in time with its temporal curriculum.
 
 Positions are in the canonical frame of :mod:`recon.fit.canonical` (the central camera's frame
 at ``ref_time``).
+
+The deform stage then runs as for multi-view grids (:mod:`recon.fit.deform`: density control,
+temporal MLP, temporal curriculum from the reference time) with what one view per time changes,
+each measured on the MuJoCo D-NeRF scenes (BENCHMARKS.md): one image per step,
+:data:`recon.fit.deform.MONOCULAR_RENDERS_PER_IMAGE` renders per image; a static warm-up on the
+reference window; no view offsets and no per-camera colour response (one camera); no
+time-smoothness term (it held the MLP back on fast motion and the splats faded instead of
+following); no opacity resets (with one image per step the scene was pruned away before it
+recovered); and, on a uniform background, the silhouette and coverage terms
+(:func:`recon.fit.losses.silhouette_term`, :func:`recon.fit.losses.coverage_term`), which keep
+the splats on each image's occupied pixels and give the MLP a long-range pull towards where an
+object has moved.
 """
 
 from __future__ import annotations
@@ -53,6 +65,14 @@ class MonocularConfig:
     window: int = 12
     """Training frames nearest the reference time whose silhouettes are carved (and which the
     deform stage's static warm-up fits); 0: all training frames."""
+    unit: str = "camera"
+    """Length unit of the deformation field (its position normalisation, MLP output and position
+    learning rates): ``camera`` (the median distance of the splats from the central camera, as
+    multi-view grids) or ``spread`` (the 90th percentile of their distance from their median)."""
+    mlp_activation: str = "leaky_relu"
+    """Hidden activation of the temporal MLP on monocular grids (multi-view grids keep
+    ``deform.mlp_activation``): a ReLU MLP died on the rapid-motion scene at 400x400 (every unit
+    negative: one constant offset at all times, the scene faded to white), see BENCHMARKS.md."""
     points: int = 20000
     """Splats sampled from the carved hull."""
     grid: int = 64
@@ -270,3 +290,13 @@ def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: 
               "background": None if bg is None else [float(x) for x in bg], "carved_cells": passes,
               "box_half_size": half, "gaussians": n}
     return can, report
+
+
+def field_unit(canonical: Canonical, config: MonocularConfig) -> float | None:
+    """The deformation field's length unit for ``config.unit`` (None: the default, ``camera``)."""
+    if config.unit == "camera":
+        return None
+    if config.unit != "spread":
+        raise InputError(f"unknown unit {config.unit!r}; expected camera or spread", field="monocular.unit")
+    m = canonical.splats.means.detach()
+    return float((m - m.median(0).values).norm(dim=1).quantile(0.9).clamp_min(1e-6))

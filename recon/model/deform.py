@@ -31,6 +31,9 @@ def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
     return torch.cat([x, enc], dim=-1)
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
+
+
 class DeformField(nn.Module):
     """Temporal MLP plus per-view offsets for ``P`` Gaussians and ``V`` views.
 
@@ -41,6 +44,10 @@ class DeformField(nn.Module):
         pos_freqs, time_freqs: frequencies of the positional encodings.
         width, depth: hidden width and number of hidden layers of the MLP.
         learn_view_offsets: add a learnable correction ``[P, V, 3]`` to the tracked offsets.
+        activation: of the hidden layers, ``relu`` or ``leaky_relu`` (slope 0.01: a unit pushed
+            below zero still gets a gradient, so Adam can bring it back -- a ReLU MLP whose units all
+            died outputs one constant offset at every time, which ended a monocular fit; see
+            :mod:`recon.fit.monocular`).
     """
 
     def __init__(
@@ -54,6 +61,7 @@ class DeformField(nn.Module):
         width: int = 64,
         depth: int = 3,
         learn_view_offsets: bool = True,
+        activation: str = "relu",
     ):
         super().__init__()
         P, V, _ = tracked_offsets.shape
@@ -68,9 +76,12 @@ class DeformField(nn.Module):
         self.learn_view_offsets = bool(learn_view_offsets)
         self.view_correction = nn.Parameter(torch.zeros(P, V, 3), requires_grad=self.learn_view_offsets)
         d_in = 3 * (1 + 2 * self.pos_freqs) + (1 + 2 * self.time_freqs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
         layers: list[nn.Module] = []
         for i in range(depth):
-            layers += [nn.Linear(d_in if i == 0 else width, width), nn.ReLU()]
+            layers += [nn.Linear(d_in if i == 0 else width, width), ACTIVATIONS[activation]()]
         last = nn.Linear(width if depth > 0 else d_in, 3)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)

@@ -94,7 +94,8 @@ class DeformableScene:
     def field_config(self) -> dict[str, Any]:
         f = self.field
         return {"pos_freqs": f.pos_freqs, "time_freqs": f.time_freqs, "learn_view_offsets": f.learn_view_offsets,
-                "width": f.mlp[0].out_features if len(f.mlp) > 1 else 0, "depth": (len(f.mlp) - 1) // 2}
+                "width": f.mlp[0].out_features if len(f.mlp) > 1 else 0, "depth": (len(f.mlp) - 1) // 2,
+                "activation": f.activation}
 
     def tensors(self) -> dict[str, Tensor]:
         out = {f"splats.{k}": v for k, v in self.splats.tensors().items()}
@@ -131,7 +132,8 @@ class DeformableScene:
         splats = Splats.from_tensors(t, "splats.", str(path)).to(device)
         fs = {k[len("field."):]: v for k, v in t.items() if k.startswith("field.")}
         field = DeformField(fs["tracked_offsets"], fs["center"], float(fs["radius"]), tuple(fs["time_range"].tolist()),
-                            fc["pos_freqs"], fc["time_freqs"], fc["width"], fc["depth"], fc["learn_view_offsets"])
+                            fc["pos_freqs"], fc["time_freqs"], fc["width"], fc["depth"], fc["learn_view_offsets"],
+                            fc.get("activation", "relu"))
         fs.setdefault("dynamic", torch.ones(splats.num, dtype=torch.bool))  # checkpoints before the static/dynamic split
         field.load_state_dict(fs)
         appearance = None
