@@ -43,7 +43,7 @@ import torch
 from recon.errors import InputError
 from recon.fit.canonical import Canonical, CanonicalConfig, build_canonical
 from recon.fit.deform import DeformConfig, fit_deform, scene_from_canonical
-from recon.fit.monocular import MonocularConfig, field_unit, init_monocular, is_monocular, reference_window
+from recon.fit.monocular import MonocularConfig, init_monocular, is_monocular, reference_window
 from recon.fit.prune import PruneConfig, prune_floaters
 from recon.grid import FrameGrid
 from recon.io.atomic import atomic_path, write_json
@@ -514,7 +514,7 @@ def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tup
         dc = dataclasses.replace(config.deform, learn_view_offsets=False, appearance=False, static_background=False,
                                  time_smooth_reg=0.0, density=dataclasses.replace(config.deform.density, reset_every=0),
                                  mlp_activation=config.monocular.mlp_activation)
-        scene = scene_from_canonical(grid, canonical, dc, False, [0], field_unit(canonical, config.monocular))
+        scene = scene_from_canonical(grid, canonical, dc, False, [0])
         progress.stage_start("deform", config.deform.iterations or None)
         rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
                          lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held,

@@ -157,19 +157,15 @@ def auto_iterations(num_images: int, cells_per_step: int, renders_per_image: int
 
 
 def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformConfig, view_offsets: bool = True,
-                         trained_views: list[int] | None = None, radius: float | None = None) -> DeformableScene:
+                         trained_views: list[int] | None = None) -> DeformableScene:
     """A :class:`DeformableScene` at the start of the deform stage: canonical splats, tracked
     offsets (zeros when ``view_offsets`` is False), identity temporal field, identity camera
     responses (fitted on ``trained_views``, default all), the dynamic flags from the masks, the
-    grid's uniform background colour when its reader names one (white for D-NeRF).
-
-    ``radius``: the field's length unit (position normalisation, MLP output and position learning
-    rates scale with it); default the median distance of the splats from the central camera."""
+    grid's uniform background colour when its reader names one (white for D-NeRF)."""
     means = canonical.splats.means.detach()
+    dist = means.norm(dim=1)
+    radius = float(dist.median()) if len(dist) else 1.0
     center = means.median(dim=0).values if len(means) else torch.zeros(3)
-    if radius is None:
-        dist = means.norm(dim=1)
-        radius = float(dist.median()) if len(dist) else 1.0
     offsets = canonical.view_offsets if view_offsets else torch.zeros_like(canonical.view_offsets)
     t = torch.as_tensor(grid.times, dtype=torch.float32)
     field = DeformField(offsets, center, radius, (float(t.min()), float(t.max())), config.pos_freqs, config.time_freqs,

@@ -65,10 +65,6 @@ class MonocularConfig:
     window: int = 12
     """Training frames nearest the reference time whose silhouettes are carved (and which the
     deform stage's static warm-up fits); 0: all training frames."""
-    unit: str = "camera"
-    """Length unit of the deformation field (its position normalisation, MLP output and position
-    learning rates): ``camera`` (the median distance of the splats from the central camera, as
-    multi-view grids) or ``spread`` (the 90th percentile of their distance from their median)."""
     mlp_activation: str = "leaky_relu"
     """Hidden activation of the temporal MLP on monocular grids (multi-view grids keep
     ``deform.mlp_activation``): a ReLU MLP died on the rapid-motion scene at 400x400 (every unit
@@ -291,12 +287,3 @@ def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: 
               "box_half_size": half, "gaussians": n}
     return can, report
 
-
-def field_unit(canonical: Canonical, config: MonocularConfig) -> float | None:
-    """The deformation field's length unit for ``config.unit`` (None: the default, ``camera``)."""
-    if config.unit == "camera":
-        return None
-    if config.unit != "spread":
-        raise InputError(f"unknown unit {config.unit!r}; expected camera or spread", field="monocular.unit")
-    m = canonical.splats.means.detach()
-    return float((m - m.median(0).values).norm(dim=1).quantile(0.9).clamp_min(1e-6))
