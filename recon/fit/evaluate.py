@@ -95,8 +95,8 @@ def _cell(grid: FrameGrid, i: int, j: int, im: Tensor, held: list[tuple[int, int
     out = {"view": i, "time": j, "split": "heldout" if (i, j) in held else "train",
            "psnr": psnr(im, gt), "ssim": float(ssim(im[None], gt[None])[0])}
     files = grid.meta.get("frame_files")
-    if files is not None:  # readers that know each cell's image file (per test image metrics)
-        out["file"] = files[i][j]
+    if isinstance(files, list) and len(files) == grid.num_views and len(files[i]) == grid.num_times:
+        out["file"] = files[i][j]  # readers that know each cell's image file (per test image metrics)
     return out
 
 
