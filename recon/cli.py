@@ -1,8 +1,12 @@
 """The ``recon`` command line: ``recon <command> --help`` for each command.
 
 Commands live in :mod:`recon.commands` (one module each, a typed function whose docstring and
-argument docstrings become the help). Bad input raises :class:`recon.errors.InputError`, which
-is printed as one line on stderr with exit code 2 and no traceback; Ctrl-C exits 130.
+argument docstrings become the help). The boundary: bad input raises
+:class:`recon.errors.InputError` and a file-system failure an ``OSError`` (permission, read-only,
+not a folder, no space left, ...); both are printed as one line on stderr naming the path, exit
+code 2, no traceback. Any other exception is a bug in recon: one "internal error" line and exit 1
+(``--debug`` anywhere on the command line, or ``RECON_DEBUG=1``, shows the traceback). Ctrl-C
+exits 130.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ COMMANDS: dict[str, str] = {
     "reconstruct": "recon.commands.reconstruct:reconstruct",
     "render": "recon.commands.render:render",
     "export": "recon.commands.export:export",
-    "view": "recon.commands.view:view",
     "bench": "recon.commands.bench:bench",
 }
 
@@ -43,21 +46,43 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import tyro
 
-    from recon.errors import InputError
+    from recon.errors import InputError, describe_os_error
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("RECON_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     try:
         cmds = available_commands()
         tyro.extras.subcommand_cli_from_dict(cmds, prog="recon", args=argv, description=__doc__.split("\n")[0])
     except InputError as e:
-        print(f"recon: error: {e}", file=sys.stderr)
+        print(f"recon: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if debug:
+            raise
+        print(f"recon: error: {_one_line(describe_os_error(e))}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        print("recon: error: ran out of memory; read less with --scale, --frames or --views", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("recon: interrupted; finished stages are kept (use --resume to continue)", file=sys.stderr)
         return 130
     except SystemExit as e:  # tyro exits 2 on bad arguments, 0 on --help
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except Exception as e:  # a bug: keep it visible (exit 1) but readable
+        if debug:
+            raise
+        print(f"recon: internal error: {type(e).__name__}: {_one_line(str(e))[:300]} "
+              "(a bug in recon; rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split())
 
 
 if __name__ == "__main__":

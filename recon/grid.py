@@ -126,14 +126,14 @@ class FrameGrid:
         fx, fy = K[..., 0, 0], K[..., 1, 1]
         if (np.abs(fx) < 1e-8).any() or (np.abs(fy) < 1e-8).any() or (np.abs(np.linalg.det(K)) < 1e-12).any():
             raise InputError("singular intrinsics (zero focal length)", source, "K")
+        if (fx < 0).any() or (fy < 0).any():
+            raise InputError("negative focal length (a mirrored camera); expected fx, fy > 0", source, "K")
+        if np.abs(K[..., 2, :] - np.array([0.0, 0.0, 1.0])).max() > 1e-6 or np.abs(K[..., 1, 0]).max() > 1e-9:
+            raise InputError("intrinsics are not upper-triangular with a last row [0, 0, 1]", source, "K")
         if self.cameras.w2c is not None:
-            w2c = self.cameras.w2c
-            if not np.isfinite(w2c).all():
-                raise InputError("extrinsics contain NaN or inf", source, "w2c")
-            R = w2c[..., :3, :3]
-            err = np.abs(R @ np.swapaxes(R, -1, -2) - np.eye(3)).max()
-            if err > 1e-3:
-                raise InputError(f"rotation part is not orthonormal (max |R R^T - I| = {err:.3g})", source, "w2c")
+            from recon.schema import check_poses
+
+            check_poses(self.cameras.w2c, source, "w2c")
         self.times = np.asarray(self.times, dtype=np.float64).reshape(-1)
         if self.times.shape != (T,):
             raise InputError(f"expected {T} times, got {self.times.shape[0]}", source, "times")

@@ -33,150 +33,36 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from recon.config import (  # noqa: F401  (re-exported: the config used to live here)
+    OutputConfig,
+    ReconstructConfig,
+    TrackConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config_file,
+    resolve_threads,
+)
+from recon import schema as S
 from recon.errors import InputError
-from recon.fit.canonical import Canonical, CanonicalConfig, build_canonical
-from recon.fit.deform import DeformConfig, fit_deform, scene_from_canonical
-from recon.fit.monocular import MonocularConfig, init_monocular, is_monocular, reference_window
-from recon.fit.prune import PruneConfig, prune_floaters
+from recon.fit.canonical import Canonical, build_canonical
+from recon.fit.deform import fit_deform, scene_from_canonical
+from recon.fit.monocular import init_monocular, is_monocular, reference_window
+from recon.fit.prune import prune_floaters
 from recon.grid import FrameGrid
 from recon.io.atomic import atomic_path, write_json
-from recon.model.scene import DeformableScene
+from recon.model.scene import SCENE_TENSORS, DeformableScene
 from recon.tracking.types import Tracks
 
 RUN_FORMAT = "recon-run"
 RUN_VERSION = 1
 STAGES = ("tracks", "canonical", "prune", "deform", "outputs")
-
-
-@dataclass
-class TrackConfig:
-    """Options of the tracking stage (see :func:`recon.tracking.build_tracks`)."""
-
-    tracks: str = "auto"
-    """auto | gt | flow | rig (depth + given poses, calibrated wide-baseline rigs) | file."""
-    depth: str = "auto"
-    """auto | gt | mvs | file (for flow and rig tracks)."""
-    tracks_path: str | None = None
-    depth_path: str | None = None
-    keyframes: int = 3
-    stride: int = 2
-
-
-@dataclass
-class OutputConfig:
-    """What the outputs stage writes."""
-
-    renders: bool = True
-    """renders/view_XX_time_YYYY.png for every grid cell."""
-    preview_video: bool = True
-    """preview.mp4 (GT | render of the preview view over time)."""
-    ply: bool = True
-    """ply/frame_XXXX.ply + sequence.json."""
-    fps: float = 8.0
-    floater_tol: float = 0.05
-    """Synthetic grids: distance (scene units) from every GT surface beyond which a Gaussian is a floater."""
-
-
-@dataclass
-class ReconstructConfig:
-    """Everything that determines a reconstruction (saved as ``config.json``)."""
-
-    tracking: TrackConfig = field(default_factory=TrackConfig)
-    canonical: CanonicalConfig = field(default_factory=CanonicalConfig)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    deform: DeformConfig = field(default_factory=DeformConfig)
-    monocular: MonocularConfig = field(default_factory=MonocularConfig)
-    """Canonical initialisation of monocular grids (one view per time), which replaces stages 1-3."""
-    outputs: OutputConfig = field(default_factory=OutputConfig)
-    holdout_views: list[int] = field(default_factory=list)
-    """Held-out cells are the cross product holdout_views x holdout_times (never trained on)."""
-    holdout_times: list[int] = field(default_factory=list)
-    seed: int = 0
-    threads: int = 0
-    """torch CPU threads; 0: the cores this process may use (at most 8), recorded in run.json. A
-    fixed count gives reproducible results. The CLI makes OpenMP wait passively
-    (``OMP_WAIT_POLICY=PASSIVE``): spinning waits made a 2-thread fit 40x slower on a busy machine."""
-    backend: str = "auto"
-    """Rasterizer backend: auto | torch | cpu | cuda."""
-
-
-def resolve_threads(n: int) -> int:
-    """``n`` >= 1 as is; 0: the cores available to this process, at most 8."""
-    import os
-
-    if int(n) >= 1:
-        return int(n)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
-
-
-def config_to_dict(config: ReconstructConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def config_from_dict(data: dict[str, Any], base: ReconstructConfig | None = None, source: str = "config") -> ReconstructConfig:
-    """Apply a (possibly partial, nested) dict of overrides to ``base`` (default config).
-    Unknown keys and wrongly typed values raise :class:`InputError` naming the key."""
-    base = base or ReconstructConfig()
-
-    def apply(obj: Any, d: dict[str, Any], prefix: str) -> Any:
-        if not isinstance(d, dict):
-            raise InputError(f"expected an object, got {type(d).__name__}", source, prefix or "config")
-        names = {f.name: f for f in dataclasses.fields(obj)}
-        changes = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if k not in names:
-                raise InputError(f"unknown option (known: {', '.join(names)})", source, key)
-            cur = getattr(obj, k)
-            if dataclasses.is_dataclass(cur):
-                changes[k] = apply(cur, v, key + ".")
-            else:
-                changes[k] = _coerce(cur, v, source, key)
-        return dataclasses.replace(obj, **changes)
-
-    return apply(base, data, "")
-
-
-def _coerce(cur: Any, v: Any, source: str, key: str) -> Any:
-    if cur is None or v is None:
-        return v
-    if isinstance(cur, bool):
-        if not isinstance(v, bool):
-            raise InputError(f"expected true/false, got {v!r}", source, key)
-        return v
-    if isinstance(cur, (int, float)) and not isinstance(cur, bool):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InputError(f"expected a number, got {v!r}", source, key)
-        return type(cur)(v) if isinstance(cur, float) or float(v).is_integer() else v
-    if isinstance(cur, list):
-        if not isinstance(v, list):
-            raise InputError(f"expected a list, got {v!r}", source, key)
-        return v
-    if isinstance(cur, str) and not isinstance(v, str):
-        raise InputError(f"expected a string, got {v!r}", source, key)
-    return v
-
-
-def load_config_file(path: Path, base: ReconstructConfig | None = None) -> ReconstructConfig:
-    """Overrides from a JSON file (same nesting as ``config.json``)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError("config file does not exist", path) from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"not a readable JSON file ({e})", path) from None
-    return config_from_dict(data, base, str(path))
 
 
 @dataclass
@@ -191,6 +77,9 @@ class Result:
 class Progress:
     """Progress hooks (no-op); the CLI passes a rich implementation."""
 
+    def run_start(self, run_dir: Path, resumed: bool) -> None:
+        """Called once the input, the config and (resumed) the run folder have been checked."""
+
     def stage_start(self, name: str, total: int | None) -> None: ...
 
     def stage_advance(self, name: str, done: int, total: int, loss: float | None = None) -> None: ...
@@ -199,6 +88,20 @@ class Progress:
 
 
 # --- run folder -----------------------------------------------------------------------------
+STATUSES = ("pending", "running", "done", "failed", "interrupted")
+RUN_SCHEMA = S.Obj({
+    "format": S.Str((RUN_FORMAT,)),
+    "version": S.Int(),
+    "input": S.Optional(S.Str()),
+    "load": S.Optional(S.Obj({"views": S.Optional(S.List(S.Int(min=0))), "frames": S.Optional(S.Str()),
+                              "scale": S.Num(gt=0.0, max=8.0), "split": S.Str()}, optional=("frames", "views"),
+                             defaults={"scale": 1.0, "split": "train"})),
+    "stages": S.Obj({name: S.Obj({"status": S.Str(STATUSES)}, defaults={"status": "pending"}) for name in STAGES},
+                    defaults={name: {"status": "pending"} for name in STAGES}),
+}, optional=("input", "load"))
+"""``run.json``: what a reader of a run folder relies on (the rest is free-form, kept as is)."""
+
+
 class RunFolder:
     """``run.json`` bookkeeping and checkpoint paths of one run folder."""
 
@@ -208,17 +111,15 @@ class RunFolder:
 
     @staticmethod
     def read_info(path: Path) -> dict[str, Any]:
+        """``run.json`` of the run folder ``path``, checked against :data:`RUN_SCHEMA`."""
         f = Path(path) / "run.json"
-        try:
-            info = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"unreadable run.json ({e})", f) from None
+        info = S.read_json(f, what="run.json")
         if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
             raise InputError(f"not a recon run folder (format {info.get('format') if isinstance(info, dict) else None!r})", f, "format")
         if info.get("version") != RUN_VERSION:
             raise InputError(f"run folder version {info.get('version')!r} is not supported by this recon "
                              f"(expects {RUN_VERSION}); start a new run with another --out", f, "version")
-        return info
+        return S.check(info, RUN_SCHEMA, f)
 
     def checkpoint(self, stage: str) -> Path:
         return self.path / "checkpoints" / f"{stage}.safetensors"
@@ -259,27 +160,28 @@ def open_run(run_dir: Path, resume: bool, header: dict[str, Any], config: Recons
     return run, config
 
 
-def holdout_cells(grid: FrameGrid, config: ReconstructConfig) -> list[tuple[int, int]]:
+def holdout_cells(grid: FrameGrid, config: ReconstructConfig, source: str | None = None) -> list[tuple[int, int]]:
     """Held-out cells (cross product), validated against the grid.
 
     Holding out the reference time of a view makes that view *unseen*: it is left out of
     tracking, the canonical and the prune stages too (its dp_i^v is zero plus the learned
-    correction), which needs known cameras for its pose. The central view cannot be unseen."""
+    correction), which needs known cameras for its pose. The central view cannot be unseen.
+    ``source`` (where the config came from) is named in the errors."""
     V, T = grid.num_views, grid.num_times
     for name, vals, n in (("holdout_views", config.holdout_views, V), ("holdout_times", config.holdout_times, T)):
         bad = [v for v in vals if not 0 <= int(v) < n]
         if bad:
-            raise InputError(f"indices {bad} outside [0, {n})", field=name)
+            raise InputError(f"indices {bad} outside [0, {n})", source, name)
     if unseen_views(grid, config):
         if grid.cameras.w2c is None:
             raise InputError(f"holding out the reference time {grid.ref_time} of a view needs known cameras (its pose cannot "
-                             "be tracked); hold out other times", field="holdout_times")
+                             "be tracked); hold out other times", source, "holdout_times")
         if int(grid.central_view) in config.holdout_views:
             raise InputError(f"the central view {grid.central_view} cannot be held out at the reference time "
-                             f"{grid.ref_time} (it defines the canonical frame)", field="holdout_views")
+                             f"{grid.ref_time} (it defines the canonical frame)", source, "holdout_views")
     cells = [(int(i), int(j)) for i in config.holdout_views for j in config.holdout_times]
     if len(set(cells)) >= V * T:
-        raise InputError("every cell is held out; nothing left to train on", field="holdout")
+        raise InputError("every cell is held out; nothing left to train on", source, "holdout")
     return cells
 
 
@@ -297,7 +199,23 @@ def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
                   metadata={"format": RUN_FORMAT, "version": str(RUN_VERSION), **{k: json.dumps(v) for k, v in meta.items()}})
 
 
-def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+SPLATS_TENSORS = {k: v for k, v in SCENE_TENSORS.items() if k.startswith("splats.")}
+CANONICAL_TENSORS = {**SPLATS_TENSORS, "view_offsets": ("N", "V", 3), "poses": ("V", "T", 4, 4),
+                     "frame_points": ("N", "W", 3), "visible": ("N", "W"), "seed_view": ("N",)}
+CHECKPOINT_TENSORS: dict[str, dict[str, tuple]] = {
+    "tracks": {"points": ("N", "W", 3), "visible": ("N", "W"), "colors": ("N", 3), "seed_view": ("N",),
+               "time_points?": ("N", "T", 3), "time_visible?": ("N", "T")},
+    "canonical": CANONICAL_TENSORS,
+    "prune": CANONICAL_TENSORS,
+    "deform": SCENE_TENSORS,
+}
+"""The tensors each stage's checkpoint must hold (see :func:`recon.schema.check_tensors`): N
+splats or tracks, V views and T times of the grid, W tracked views (V less the unseen ones)."""
+
+
+def _load(path: Path, stage: str | None = None, dims: dict[str, int] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a stage checkpoint; with ``stage``, check its tensors (:data:`CHECKPOINT_TENSORS`)
+    against ``dims`` (``V``, ``T`` of the grid)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -308,7 +226,16 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise InputError(f"unreadable checkpoint ({e}); re-run without --resume in a new folder", path) from None
     if raw.get("format") != RUN_FORMAT or raw.get("version") != str(RUN_VERSION):
         raise InputError(f"checkpoint from an incompatible recon (version {raw.get('version')!r})", path, "version")
-    return t, {k: json.loads(v) for k, v in raw.items() if k not in ("format", "version")}
+    try:
+        meta = {k: json.loads(v) for k, v in raw.items() if k not in ("format", "version")}
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise InputError(f"checkpoint metadata is not JSON ({e})", path, "metadata") from None
+    report = meta.get("report")
+    if stage is not None and not (isinstance(report, dict) and report.get("skipped")):
+        S.check_tensors(t, CHECKPOINT_TENSORS[stage], path, dims)
+        if stage in ("canonical", "prune") and not isinstance(meta.get("pose_source"), str):
+            raise InputError("missing pose_source (not a checkpoint of this stage)", path, "metadata.pose_source")
+    return t, meta
 
 
 def _tracks_tensors(tr: Tracks) -> dict[str, torch.Tensor]:
@@ -366,8 +293,14 @@ def reconstruct(
     else:
         check_trackable(grid.subset(views=tracked_views) if len(tracked_views) < grid.num_views else grid)
     run, config = open_run(Path(run_dir), resume, header, config)
-    held = holdout_cells(grid, config)
+    held = holdout_cells(grid, config, str(Path(run_dir) / "config.json") if resume else None)
     tracked_views = [v for v in range(grid.num_views) if v not in unseen_views(grid, config)]
+    if resume:  # every finished stage's checkpoint is checked now, before any work
+        dims = {"V": grid.num_views, "W": len(tracked_views), "T": grid.num_times}
+        for name in STAGES[:-1]:
+            if run.status(name) == "done" and run.checkpoint(name).is_file():
+                _load(run.checkpoint(name), name, dims)
+    progress.run_start(Path(run_dir), resume)
     tgrid = grid.subset(views=tracked_views) if len(tracked_views) < grid.num_views else grid
     threads = torch.get_num_threads()
     torch.set_num_threads(resolve_threads(config.threads))
@@ -387,9 +320,10 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
 
     def stage(name: str, k: int, compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         ck = run.checkpoint(name)
+        dims = {"V": grid.num_views, "W": len(tracked_views), "T": grid.num_times}
         if run.status(name) == "done" and ck.is_file():
             progress.stage_start(name, None)
-            t, meta = _load(ck)
+            t, meta = _load(ck, name, dims)
             progress.stage_end(name, 0.0, True)
             reports[name] = run.info["stages"][name].get("report", {})
             return t, meta
@@ -411,7 +345,7 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
         run.set(name, status="done", seconds=round(seconds, 3), report=report)
         reports[name] = report
         progress.stage_end(name, seconds, False)
-        return _load(ck)  # continue from what was saved: resumed and uninterrupted runs agree
+        return _load(ck, name, dims)  # continue from what was saved: resumed and uninterrupted runs agree
 
     tc = config.tracking
     mono = is_monocular(grid, tracked_views)

@@ -142,7 +142,7 @@ def _run(src: Path, capsys: pytest.CaptureFixture) -> str:
         (lambda d: d["frames"][2].pop("transform_matrix"), ["[frames[2].transform_matrix]", "missing"]),
         (lambda d: d["frames"][0].__setitem__("transform_matrix", [[1, 0], [0, 1]]), ["[frames[0].transform_matrix]", "4x4"]),
         (lambda d: d["frames"][3]["transform_matrix"][0].__setitem__(3, float("nan")), ["[frames[3].transform_matrix]", "NaN"]),
-        (lambda d: d["frames"][3]["transform_matrix"][0].__setitem__(0, 2.0), ["[frames[3].transform_matrix]", "not a rotation"]),
+        (lambda d: d["frames"][3]["transform_matrix"][0].__setitem__(0, 2.0), ["[frames[3].transform_matrix]", "orthonormal"]),
         (lambda d: d["frames"][1].pop("file_path"), ["[frames[1].file_path]", "missing"]),
         (lambda d: d["frames"][4].pop("time"), ["[frames[4].time]", "missing"]),
         (lambda d: d["frames"][4].__setitem__("time", "noon"), ["[frames[4].time]", "finite number"]),

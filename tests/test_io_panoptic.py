@@ -127,17 +127,17 @@ def _edit(root: Path, name: str, fn) -> Path:
     [
         (lambda m: m.pop("w2c"), ["[w2c]", "missing field"]),
         (lambda m: m.pop("w"), ["[w]", "missing field"]),
-        (lambda m: m.__setitem__("h", "12"), ["[h]", "positive integer"]),
+        (lambda m: m.__setitem__("h", "12"), ["[h]", "expected an integer"]),
         (lambda m: m["k"][1].__setitem__(0, [[1, 0], [0, 1]]), ["[k[1][0]]", "3x3"]),
         (lambda m: m["w2c"][2].__setitem__(1, [[1, 0, 0, 0]] * 3), ["[w2c[2][1]]", "4x4"]),
         (lambda m: m["k"][0][1].__setitem__(0, [float("nan"), 0, 8]), ["[k[0][1]]", "NaN"]),
         (lambda m: m["k"][2][0].__setitem__(0, [0, 0, 8]), ["[k[2][0]]", "singular"]),
-        (lambda m: m["w2c"][1][1].__setitem__(0, [3, 0, 0, 0]), ["[w2c]", "orthonormal"]),
+        (lambda m: m["w2c"][1][1].__setitem__(0, [3, 0, 0, 0]), ["[w2c[1][1]]", "orthonormal"]),
         (lambda m: m["fn"][1].pop(), ["[fn[1]]", "1 cameras, expected 2"]),
         (lambda m: m["cam_id"].pop(), ["[cam_id]", "2 time steps, k has 3"]),
         (lambda m: m["cam_id"][2].reverse(), ["[cam_id[2]]", "differ"]),
-        (lambda m: m["fn"][0].__setitem__(0, 5), ["[fn[0][0]]", "image path"]),
-        (lambda m: m.__setitem__("k", {}), ["[k]", "non-empty list"]),
+        (lambda m: m["fn"][0].__setitem__(0, 5), ["[fn[0][0]]", "file path"]),
+        (lambda m: m.__setitem__("k", {}), ["[k]", "expected a list"]),
     ],
 )
 def test_bad_meta_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture, edit, needles) -> None:

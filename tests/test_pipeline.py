@@ -138,5 +138,5 @@ def test_config_overrides_are_checked():
     assert cfg.deform.iterations == 5 and cfg.seed == 3 and cfg.prune.enabled
     with pytest.raises(InputError, match="unknown option"):
         config_from_dict({"deform": {"iters": 5}})
-    with pytest.raises(InputError, match="number"):
+    with pytest.raises(InputError, match="integer"):
         config_from_dict({"seed": "x"})

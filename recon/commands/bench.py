@@ -129,12 +129,11 @@ def bench(
     )
     overrides: dict = {}
     if config is not None:
-        import json
+        from recon.config import load_config_file
+        from recon.schema import read_json
 
-        from recon.pipeline import load_config_file
-
-        load_config_file(Path(config))  # checks the file: exists, JSON, known keys and types (InputError)
-        overrides = json.loads(Path(config).read_text())
+        load_config_file(Path(config))  # checks the file: exists, JSON, known keys, types and ranges (InputError)
+        overrides = read_json(Path(config), what="config file")
     settings = BenchSettings(
         device=resolve_device(device),
         tracks=tracks,

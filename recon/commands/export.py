@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from recon.errors import InputError
@@ -26,11 +25,18 @@ def export(run: Path, /, format: str = "ply", out: Path | None = None) -> None:
         raise InputError(f"unknown format {format!r}; expected ply", field="--format")
     run = Path(run)
     scene = load_run_scene(run, torch.device("cpu"))
-    cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-    info = json.loads((run / "run.json").read_text())
-    fps = cfg.get("outputs", {}).get("fps")
+    from recon.config import load_config_file
+    from recon.io.atomic import check_writable
+    from recon.pipeline import RunFolder
+
+    info = RunFolder.read_info(run)
+    fps = load_config_file(run / "config.json").outputs.fps if (run / "config.json").is_file() else None
+    target = Path(out) if out is not None else run
+    if target.exists() and not target.is_dir():
+        raise InputError("--out exists and is not a folder (the export writes DIR/ply/)", target, "--out")
+    check_writable(target / "ply")
     world = not bool(torch.equal(scene.to_world, torch.eye(4)))
     with torch.no_grad():
-        folder = write_ply(scene, Path(out) if out is not None else run, fps=fps, source=str(info.get("input")),
+        folder = write_ply(scene, target, fps=fps, source=str(info.get("input")),
                            time_unit=str(info.get("time_unit", "s")), world=world)
     print(folder)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from recon.errors import InputError
+from recon.schema import read_json
 
 
 def info(
@@ -60,10 +61,10 @@ def _run_summary(path: Path) -> dict:
         f = path / name
         if not f.is_file():
             return {}
-        try:
-            return json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"invalid JSON: {e}", f) from None
+        data = read_json(f, what=name)
+        if not isinstance(data, dict):
+            raise InputError(f"expected a JSON object, got {type(data).__name__}", f)
+        return data
 
     run = _load("run.json")
     metrics = _load("metrics.json")

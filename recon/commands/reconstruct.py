@@ -86,8 +86,11 @@ def reconstruct(
     from recon.pipeline import ReconstructConfig, RunFolder, config_from_dict, load_config_file
     from recon.pipeline import reconstruct as run_pipeline
 
+    from recon.io.atomic import check_writable
+
     console = Console(stderr=True)
     out = Path(out)
+    check_writable(out)
     dev = resolve_device(device)
     load = {"views": views, "frames": frames, "scale": scale, "split": split}
     if eval_split is not None:
@@ -95,7 +98,7 @@ def reconstruct(
     if resume and input is None and (out / "run.json").is_file():
         info = RunFolder.read_info(out)
         input = Path(info["input"]) if info.get("input") else None
-        load = info.get("load", load)
+        load = info.get("load") or load
     bundled = input is None
     if bundled:
         if not (SAMPLE / "grid.json").is_file() and not SAMPLE.is_dir():
@@ -106,6 +109,14 @@ def reconstruct(
     if not input.exists():
         raise InputError("input does not exist", input)
     cfg = load_config_file(config) if config is not None else ReconstructConfig()
+    flags: dict = {}  # the command-line overrides, checked before any input is read
+    if seed is not None:
+        flags["seed"] = seed
+    if no_view_offsets:
+        flags["canonical"] = {"view_offsets": False}
+    if no_prune:
+        flags["prune"] = {"enabled": False}
+    cfg = config_from_dict(flags, cfg, "command line")
     load_opts = {k: v for k, v in load.items() if k != "eval_split"}
     protocol = None
     if load.get("eval_split") is not None:
@@ -117,18 +128,12 @@ def reconstruct(
     else:
         grid = load_grid(input, LoadOptions(**load_opts))
     over: dict = {}
-    if seed is not None:
-        over["seed"] = seed
     if protocol is not None:
         over["holdout_views"], over["holdout_times"] = protocol["views"], protocol.get("times", list(range(grid.num_times)))
     elif holdout is not None:
         over["holdout_views"], over["holdout_times"] = parse_holdout(holdout)
     elif bundled and not cfg.holdout_views:
         over["holdout_views"], over["holdout_times"] = list(SAMPLE_HOLDOUT[0]), list(SAMPLE_HOLDOUT[1])
-    if no_view_offsets:
-        over["canonical"] = {"view_offsets": False}
-    if no_prune:
-        over["prune"] = {"enabled": False}
     cfg = config_from_dict(over, cfg, "command line")
     seed_everything(cfg.seed)
     if grid.extras.get("depth") is not None and "object_id" in grid.extras and "surface" not in grid.extras:
@@ -142,9 +147,14 @@ def reconstruct(
               "time_unit": str(grid.meta.get("time_unit", "s"))}
     if protocol is not None:
         header["protocol"] = protocol
-    console.print(f"reconstructing {grid.num_views}x{grid.num_times} grid ({grid.height}x{grid.width}) from {input} "
-                  f"into {out} on {dev}")
-    with (_RichProgress(console) if console.is_terminal else _LineProgress(console)) as progress:
+    from recon.pipeline import holdout_cells
+
+    if not resume:  # a resumed run checks its saved config itself
+        holdout_cells(grid, cfg, "--eval-split" if protocol is not None else "--holdout" if holdout is not None
+                      else str(config) if config is not None else None)
+    banner = (f"reconstructing {grid.num_views}x{grid.num_times} grid ({grid.height}x{grid.width}) from {input} "
+              f"into {out} on {dev}")
+    with (_RichProgress(console, banner) if console.is_terminal else _LineProgress(console, banner)) as progress:
         result = run_pipeline(grid, cfg, out, device=dev, resume=resume, header=header, progress=progress)
     m = result.metrics
     parts = [f"train PSNR {m['train']['psnr_mean']:.2f} dB"]
@@ -167,10 +177,13 @@ class _LineProgress:
     """Progress as log lines (every 10 % of a stage, with rate and ETA) when stderr is not a terminal
     (a log file, CI), where a live bar would print nothing until the end."""
 
-    def __init__(self, console):
-        self.console = console
+    def __init__(self, console, banner: str):
+        self.console, self.banner = console, banner
         self.start: dict[str, float] = {}
         self.next: dict[str, int] = {}
+
+    def run_start(self, run_dir, resumed: bool) -> None:
+        self.console.print(self.banner + (" (resumed)" if resumed else ""))
 
     def __enter__(self):
         return self
@@ -202,7 +215,8 @@ class _LineProgress:
 class _RichProgress:
     """rich progress bars for :class:`recon.pipeline.Progress`."""
 
-    def __init__(self, console):
+    def __init__(self, console, banner: str):
+        self.console, self.banner = console, banner
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -217,6 +231,9 @@ class _RichProgress:
     def __exit__(self, *exc):
         self.bar.stop()
         return False
+
+    def run_start(self, run_dir, resumed: bool) -> None:
+        self.console.print(self.banner + (" (resumed)" if resumed else ""))
 
     def stage_start(self, name: str, total: int | None) -> None:
         if name not in self.tasks:

@@ -31,6 +31,11 @@ def render(
     from recon.device import resolve_device
     from recon.io.images import write_png
 
+    from recon.io.atomic import check_writable
+
+    if out is not None and Path(out).is_dir():
+        raise InputError("--out is a folder; give the PNG file to write", out, "--out")
+    check_writable(Path(out) if out is not None else Path(run) / "render.png")
     scene = load_run_scene(Path(run), resolve_device(device))
     if not 0 <= view < scene.num_views:
         raise InputError(f"view {view} outside [0, {scene.num_views})", field="--view")
@@ -56,4 +61,13 @@ def load_run_scene(run: Path, device):
     ck = RunFolder(run, info).checkpoint("deform")
     if info.get("stages", {}).get("deform", {}).get("status") != "done" or not ck.is_file():
         raise InputError("the run's deform stage has not finished; resume it with recon reconstruct --resume --out RUN", run)
-    return DeformableScene.load(ck, device)
+    from recon.io import check_memory
+
+    scene = DeformableScene.load(ck, device)
+    H, W = scene.size
+    check_memory(H * W * RENDER_BYTES_PER_PIXEL, f"rendering a {W}x{H} image", ck)
+    return scene
+
+
+RENDER_BYTES_PER_PIXEL = 64
+"""Memory one rendered pixel takes at most (colour, alpha, depth and the kernel's per-pixel state)."""

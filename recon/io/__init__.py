@@ -38,6 +38,19 @@ class LoadOptions:
     """For multi-split datasets: Panoptic train, test or all (both, merged by camera id);
     D-NeRF picks ``transforms_<split>.json`` (train, val, test) when given a folder."""
 
+    def __post_init__(self) -> None:
+        import math
+
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) \
+                or not 0.0 < self.scale <= 8.0:
+            raise InputError(f"scale must be a number in (0, 8], got {self.scale!r}", field="--scale")
+        if self.views is not None:
+            bad = [v for v in self.views if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**31]
+            if bad:
+                raise InputError(f"view indices must be integers >= 0, got {bad[0]!r}", field="--views")
+        if not isinstance(self.split, str) or not self.split:
+            raise InputError(f"expected a split name, got {self.split!r}", field="--split")
+
 
 def parse_frames(spec: str | None, n: int, field: str = "--frames") -> list[int]:
     """``"start:stop[:step]"`` (or ``"i"``) -> list of frame indices within ``range(n)``."""

@@ -70,3 +70,26 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def check_writable(path: str | os.PathLike, option: str = "--out") -> None:
+    """Raise :class:`~recon.errors.InputError` now (before any long work) when ``path`` cannot be
+    created or written: a part of it is a file, or its nearest existing folder refuses new entries
+    (permission, read-only file system, a virtual file system such as /proc). Creates nothing that
+    stays: the probe folder is removed."""
+    import errno
+
+    from recon.errors import InputError, describe_os_error
+
+    path = Path(path)
+    probe_in = path if path.is_dir() else path.parent
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise InputError(f"{probe_in} is a file, not a folder", path, option)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".recon-probe-", dir=probe_in))
+    except OSError as e:
+        why = "the file system does not allow new folders there" if e.errno == errno.ENOENT else describe_os_error(
+            OSError(e.errno, e.strerror))
+        raise InputError(f"cannot write in {probe_in}: {why}", path, option) from None

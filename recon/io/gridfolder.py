@@ -15,13 +15,14 @@ floats), ``height``, ``width``, ``ref_time``, ``central_view``, ``view_names``, 
 
 from __future__ import annotations
 
-import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from recon import schema as S
 from recon.errors import InputError
 from recon.grid import Cameras, FrameGrid
 from recon.io.atomic import atomic_path, write_json
@@ -73,64 +74,58 @@ def write_grid(grid: FrameGrid, path: str | os.PathLike) -> Path:
     return path
 
 
-def _field(d: dict, key: str, src: Path, kind: type | tuple = object) -> Any:
-    if key not in d:
-        raise InputError("missing field", src, key)
-    val = d[key]
-    if not isinstance(val, kind):
-        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise InputError(f"expected {name}, got {type(val).__name__}", src, key)
-    return val
+def _check_header(head: dict, src: Path, _at: str) -> None:
+    if head["version"] > VERSION:
+        raise InputError(f"grid version {head['version']} is newer than this recon supports ({VERSION})", src, "version")
+    V, T = head["views"], head["times"].shape[0]
+    if T < 1:
+        raise InputError("empty grid (no times)", src, "times")
+    for key, n in (("ref_time", T), ("central_view", V)):
+        if head[key] is not None and head[key] >= n:
+            raise InputError(f"{head[key]} outside [0, {n})", src, key)
+    if head["view_names"] is not None and len(head["view_names"]) not in (0, V):
+        raise InputError(f"expected {V} view names, got {len(head['view_names'])}", src, "view_names")
 
 
-def _array(val: Any, src: Path, key: str) -> np.ndarray:
-    try:
-        a = np.asarray(val, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError("expected a nested list of numbers", src, key) from None
-    return a
+GRID_SCHEMA = S.Obj(
+    {
+        "format": S.Str(choices=(FORMAT,)),
+        "version": S.Int(min=0),
+        "views": S.Int(min=1),
+        "times": S.Array((-1,)),
+        "height": S.Int(min=1),
+        "width": S.Int(min=1),
+        "ref_time": S.Optional(S.Int(min=0)),
+        "central_view": S.Optional(S.Int(min=0)),
+        "view_names": S.Optional(S.List(S.Str())),
+        "cameras": S.Obj({"K": S.Array(), "w2c": S.Optional(S.Array())}),
+        "masks": S.Bool(),
+        "extras": S.List(S.Str()),
+        "meta": S.Optional(S.Obj()),
+    },
+    defaults={"format": FORMAT, "version": VERSION, "masks": False, "extras": []},
+    post=_check_header,
+)
+"""grid.json: types, ranges and cross-field checks (see the module docstring for the fields)."""
 
 
 def read_grid(path: str | os.PathLike) -> FrameGrid:
     """Read a grid folder written by :func:`write_grid` (or by hand, following the layout above)."""
+    from recon.io import check_memory
+
     root = Path(path)
     if not root.exists():
         raise InputError("path does not exist", root)
     src = root / "grid.json"
     if not src.is_file():
         raise InputError("not a grid folder (no grid.json)", root)
-    try:
-        head = json.loads(src.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"invalid JSON: {e}", src) from None
-    if not isinstance(head, dict):
-        raise InputError("expected a JSON object", src)
-    fmt = head.get("format", FORMAT)
-    if fmt != FORMAT:
-        raise InputError(f"unknown format {fmt!r}, expected {FORMAT!r}", src, "format")
-    version = head.get("version", VERSION)
-    if not isinstance(version, int) or version > VERSION:
-        raise InputError(f"grid version {version!r} is newer than this recon supports ({VERSION})", src, "version")
-    V = _field(head, "views", src, int)
-    times = _array(_field(head, "times", src, list), src, "times")
-    if times.ndim != 1:
-        raise InputError("expected a flat list of numbers", src, "times")
-    T = times.shape[0]
-    if V < 1 or T < 1:
-        raise InputError(f"empty grid (views={V}, times={T})", src, "views" if V < 1 else "times")
-    H = _field(head, "height", src, int)
-    W = _field(head, "width", src, int)
-    for key, val in (("views", V), ("height", H), ("width", W)):
-        if val < 1:
-            raise InputError(f"expected a positive integer, got {val}", src, key)
-    for key in ("ref_time", "central_view"):
-        if head.get(key) is not None and (not isinstance(head[key], int) or isinstance(head[key], bool)):
-            raise InputError(f"expected an integer, got {head[key]!r}", src, key)
-    cams = _field(head, "cameras", src, dict)
-    K = _array(_field(cams, "K", src, list), src, "cameras.K")
-    w2c = cams.get("w2c")
-    w2c = None if w2c is None else _array(w2c, src, "cameras.w2c")
-    has_masks = bool(head.get("masks", False))
+    head = S.read_json(src, GRID_SCHEMA, "grid.json")
+    V, T, H, W = head["views"], head["times"].shape[0], head["height"], head["width"]
+    times = head["times"]
+    cams = Cameras.broadcast(head["cameras"]["K"], head["cameras"]["w2c"], V, T, str(src))
+    has_masks = head["masks"]
+    check_memory(V * T * H * W * (4 if has_masks else 3), f"{V} views x {T} frames at {W}x{H}", src)
+    K, w2c = cams.K, cams.w2c
 
     images = np.empty((V, T, H, W, 3), np.uint8)
     masks = np.empty((V, T, H, W), bool) if has_masks else None
@@ -151,29 +146,65 @@ def read_grid(path: str | os.PathLike) -> FrameGrid:
                 if m.shape != (H, W):
                     raise InputError(f"mask is {m.shape[1]}x{m.shape[0]}, expected {W}x{H}", mf)
                 masks[v, t] = m
-    extras: dict[str, np.ndarray] = {}
-    names = head.get("extras", [])
-    if names:
-        ef = root / "extras.npz"
-        try:
-            with np.load(ef) as z:
-                for k in names:
-                    extras[k] = z[k]
-        except (OSError, KeyError, ValueError, EOFError) as e:
-            raise InputError(f"cannot read extras ({e})", ef) from None
+    extras = _read_extras(root / "extras.npz", head["extras"], (V, T)) if head["extras"] else {}
     grid_kw = dict(
-        ref_time=int(head.get("ref_time", 0)),
-        central_view=head.get("central_view"),
-        view_names=head.get("view_names") or None,
-        meta=head.get("meta") or {},
+        ref_time=head["ref_time"] or 0,
+        central_view=head["central_view"],
+        view_names=head["view_names"] or None,
+        meta=head["meta"] or {},
         extras=extras,
     )
     cameras = Cameras.broadcast(K, w2c, V, T, str(src))
     grid = FrameGrid(images=images, cameras=cameras, times=times, masks=masks, source=str(src), **grid_kw)
     if "synth" in grid.meta and "depth" in extras and "object_id" in extras and "surface" not in extras:
-        # compact synthetic grids (e.g. data/sample) leave out the per-pixel rest points: they follow
-        # exactly from depth + object id, so restore them here and every reader sees the full GT.
-        from recon.synth import ensure_ground_truth
-
-        ensure_ground_truth(grid)
+        _restore_ground_truth(grid, src)
     return grid
+
+
+def _read_extras(ef: Path, names: list[str], VT: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of ``extras.npz``; each one's .npy header is checked (numeric dtype,
+    leading ``[V, T]``, a size that fits in memory) before its data is decoded."""
+    from recon.io import check_memory
+
+    out: dict[str, np.ndarray] = {}
+    try:
+        with np.load(ef, allow_pickle=False) as z:
+            for k in names:
+                if k not in z.files:
+                    raise InputError(f"no array {k!r} (grid.json lists it in extras; the file has {z.files})", ef, k)
+                with z.zip.open(k + ".npy") as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(f)
+                if dtype.kind not in "biuf" or tuple(shape[:2]) != VT:
+                    raise InputError(f"expected a numeric array [V={VT[0]}, T={VT[1]}, ...], got {dtype} {list(shape)}", ef, k)
+                check_memory(int(np.prod(shape, dtype=np.float64)) * dtype.itemsize, f"extras array {k!r}", ef)
+                out[k] = z[k]
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as e:
+        raise InputError(f"cannot read extras ({type(e).__name__}: {e})", ef) from None
+    return out
+
+
+def _restore_ground_truth(grid: FrameGrid, src: Path) -> None:
+    """Compact synthetic grids (e.g. data/sample) leave out the per-pixel rest points: they follow
+    exactly from depth + object id and the scene in ``meta.synth``, so they are restored here and
+    every reader sees the full ground truth. A scene description that cannot be rebuilt (a
+    hand-edited grid.json) is an InputError naming ``meta.synth``."""
+    from recon.synth import ensure_ground_truth
+
+    V, T, H, W = grid.shape
+    for k, kinds in (("depth", "iuf"), ("object_id", "iu")):
+        a = grid.extras[k]
+        if a.shape != (V, T, H, W) or a.dtype.kind not in kinds:
+            raise InputError(f"expected {'integer' if k == 'object_id' else 'numeric'} [V, T, H, W] = {[V, T, H, W]}, got "
+                             f"{a.dtype} {list(a.shape)}", src.parent / "extras.npz", k)
+    if grid.cameras.w2c is None:
+        raise InputError("a synthetic grid's ground truth needs its camera poses", src, "cameras.w2c")
+    try:
+        ensure_ground_truth(grid)
+    except InputError as e:
+        raise (e if e.path is not None else InputError(e.message, src, e.field)) from None
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, ArithmeticError) as e:
+        raise InputError(f"the synthetic scene cannot be rebuilt ({type(e).__name__}: {e})", src, "meta.synth") from None

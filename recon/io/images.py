@@ -11,6 +11,11 @@ from recon.errors import InputError
 from recon.io.atomic import atomic_path
 
 
+MAX_PIXELS = 1 << 28
+"""Images whose header claims more pixels than this (268 megapixels, 16k x 16k) are refused before
+decoding: a corrupt header or a decompression bomb, never a frame of a capture."""
+
+
 def read_pixels(path: str | os.PathLike, mode: str = "RGB", what: str = "image") -> np.ndarray:
     """Decode an image file into PIL ``mode`` (``RGB`` -> ``uint8 [H, W, 3]``, ``RGBA`` -> ``[H, W, 4]``,
     ``L`` -> ``[H, W]``); a missing, corrupt or truncated file is an InputError naming it."""
@@ -21,8 +26,14 @@ def read_pixels(path: str | os.PathLike, mode: str = "RGB", what: str = "image")
         raise InputError(f"{what} file does not exist", path)
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise InputError(f"{what} header says {w}x{h} pixels, more than recon decodes ({MAX_PIXELS / 1e6:.0f} "
+                                 "megapixels); corrupt, or resize it first", path, "size")
             im.load()
             arr = np.asarray(im.convert(mode))
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{what} is too large to decode safely ({e})", path, "size") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"cannot decode {what} (corrupt or truncated?): {e}", path) from None
     return np.ascontiguousarray(arr, dtype=np.uint8)

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from recon import schema as S
 from recon.errors import InputError
 from recon.grid import Cameras, FrameGrid
 from recon.io import LoadOptions, central_camera, parse_frames, read_image_grid, scale_intrinsics, scaled_size
@@ -98,10 +99,9 @@ class _Frame:
         self.index = i
         if "file_path" not in f:
             raise InputError("missing field", src, f"{where}file_path")
-        if not isinstance(f["file_path"], str) or not f["file_path"]:
-            raise InputError(f"expected a path, got {f['file_path']!r}", src, f"{where}file_path")
-        self.image = self._resolve(src.parent / f["file_path"])
-        self.mask = src.parent / f["mask_path"] if isinstance(f.get("mask_path"), str) else None
+        self.image = self._resolve(src.parent / S.PathStr().check(f["file_path"], src, f"{where}file_path"))
+        mask = S.Optional(S.PathStr()).check(f.get("mask_path"), src, f"{where}mask_path")
+        self.mask = None if mask is None else src.parent / mask
         if "transform_matrix" not in f:
             raise InputError("missing field", src, f"{where}transform_matrix")
         try:
@@ -114,9 +114,7 @@ class _Frame:
             raise InputError(f"expected a 4x4 matrix of numbers, got {json.dumps(f['transform_matrix'])[:80]}", src, f"{where}transform_matrix")
         if not np.isfinite(c2w).all():
             raise InputError("contains NaN or inf", src, f"{where}transform_matrix")
-        R = c2w[:3, :3]
-        if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
-            raise InputError("rotation part is not a rotation (scaled, sheared or mirrored)", src, f"{where}transform_matrix")
+        S.check_poses(c2w, src, f"{where}transform_matrix")
         self.c2w_gl = c2w
         self.time: float | None = None
         if "time" in f:
@@ -140,8 +138,9 @@ class _Frame:
         for k in ("cx", "cy", *_DISTORTION):
             if k in self.intr:
                 _number(self.intr, k, src, self.intr_where[k])
-        if "camera_angle_x" in self.intr and not self.intr["camera_angle_x"] < math.pi:
-            raise InputError(f"field of view {self.intr['camera_angle_x']} must be below pi (radians)", src, f"{self.intr_where['camera_angle_x']}camera_angle_x")
+        for k in ("camera_angle_x", "camera_angle_y"):
+            if k in self.intr and not self.intr[k] < math.pi:
+                raise InputError(f"field of view {self.intr[k]} must be below pi (radians)", src, f"{self.intr_where[k]}{k}")
 
     @staticmethod
     def _resolve(p: Path) -> Path:
@@ -238,10 +237,7 @@ def read_transforms(path: str | os.PathLike, options: LoadOptions | None = None)
     """
     options = options or LoadOptions()
     src = resolve_transforms(path, options.split or "train")
-    try:
-        head = json.loads(src.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"invalid JSON: {e}", src) from None
+    head = S.read_json(src, what="transforms json")
     if not isinstance(head, dict):
         raise InputError("expected a JSON object with a frames list", src)
     if "frames" not in head:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from recon import schema as S
 from recon.errors import InputError
 from recon.grid import Cameras, FrameGrid
 from recon.io import LoadOptions, central_camera, parse_frames, read_image_grid, scale_intrinsics, scaled_size
@@ -44,28 +45,18 @@ FPS = 30.0
 SPLITS = {"train": ("train",), "test": ("test",), "all": ("train", "test"), "both": ("train", "test")}
 
 
+META_HEAD = S.Obj({"w": S.Int(min=1, max=1 << 16), "h": S.Int(min=1, max=1 << 16),
+                   **{key: S.List(min_len=1) for key in ("k", "w2c", "fn", "cam_id")}})
+"""The top level of a meta json (one list entry per time step; the entries are checked below)."""
+
+
 class _Split:
     """One validated meta json: ``K [T,C,3,3]``, ``w2c [T,C,4,4]``, ``fn`` (T lists of C names), ``ids [C]``."""
 
     def __init__(self, src: Path) -> None:
         self.src = src
-        try:
-            m = json.loads(src.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"invalid JSON: {e}", src) from None
-        if not isinstance(m, dict):
-            raise InputError("expected a JSON object with w, h, k, w2c, fn, cam_id", src)
-        for key in ("w", "h"):
-            if key not in m:
-                raise InputError("missing field", src, key)
-            if not isinstance(m[key], int) or isinstance(m[key], bool) or m[key] < 1:
-                raise InputError(f"expected a positive integer, got {m[key]!r}", src, key)
+        m = S.read_json(src, META_HEAD, "Panoptic meta json")
         self.w, self.h = int(m["w"]), int(m["h"])
-        for key in ("k", "w2c", "fn", "cam_id"):
-            if key not in m:
-                raise InputError("missing field", src, key)
-            if not isinstance(m[key], list) or not m[key]:
-                raise InputError("expected a non-empty list (one entry per time step)", src, key)
         T = len(m["k"])
         for key in ("w2c", "fn", "cam_id"):
             if len(m[key]) != T:
@@ -92,30 +83,21 @@ class _Split:
                 raise InputError(f"camera ids {row} differ from time 0's {ids0}", src, f"cam_id[{t}]")
         for t, row in enumerate(m["fn"]):
             for c, f in enumerate(row):
-                if not isinstance(f, str) or not f:
-                    raise InputError(f"expected an image path relative to ims/, got {f!r}", src, f"fn[{t}][{c}]")
+                S.PathStr().check(f, src, f"fn[{t}][{c}]")
         self.fn: list[list[str]] = m["fn"]
         self.ids: list[int] = list(ids0)
 
     def _matrices(self, val: list, n: int, key: str) -> np.ndarray:
-        try:
-            a = np.asarray(val, dtype=np.float64)
-        except (TypeError, ValueError):
-            a = None
-        if a is None or a.shape != (self.T, self.C, n, n):
-            for t, row in enumerate(val):  # find the first bad entry for the message
-                for c, x in enumerate(row):
-                    try:
-                        ok = np.asarray(x, dtype=np.float64).shape == (n, n)
-                    except (TypeError, ValueError):
-                        ok = False
-                    if not ok:
-                        raise InputError(f"expected a {n}x{n} matrix of numbers, got {json.dumps(x)[:80]}", self.src, f"{key}[{t}][{c}]")
-            raise InputError(f"expected [T][C][{n}][{n}] numbers", self.src, key)  # pragma: no cover
+        for t, row in enumerate(val):  # entry by entry, so the message names the bad one
+            for c, x in enumerate(row):
+                S.Array((n, n), finite=False).check(x, self.src, f"{key}[{t}][{c}]")
+        a = np.asarray(val, dtype=np.float64)
         bad = np.argwhere(~np.isfinite(a).all(axis=(2, 3)))
         if len(bad):
             t, c = bad[0]
             raise InputError("contains NaN or inf", self.src, f"{key}[{t}][{c}]")
+        if n == 4:
+            S.check_poses(a, self.src, key)
         if n == 3:
             det = np.abs(np.linalg.det(a))
             bad = np.argwhere((det < 1e-12) | (np.abs(a[..., 0, 0]) < 1e-8) | (np.abs(a[..., 1, 1]) < 1e-8))

@@ -27,7 +27,6 @@ atomic rename: frames and manifest can never disagree.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -37,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from recon import schema as S
 from recon.errors import InputError
 from recon.io.atomic import atomic_path, write_json
 
@@ -248,8 +248,8 @@ def _parse_header(path: Path, blob: bytes) -> tuple[int, str, list[tuple[str, in
                 elements.append((tok[1], int(tok[2]), []))
             except (IndexError, ValueError):
                 raise InputError(f"bad element line {line!r} (header line {ln})", path) from None
-            if elements[-1][1] < 0:
-                raise InputError(f"negative element count in {line!r}", path)
+            if not 0 <= elements[-1][1] <= len(blob):
+                raise InputError(f"element count in {line!r} is negative or larger than the file", path)
         elif tok[0] == "property":
             if not elements:
                 raise InputError(f"property before any element (header line {ln})", path)
@@ -296,6 +296,8 @@ def read_gaussians_ply(path: str | os.PathLike) -> GaussianPly:
                 f"truncated: element {name!r} needs {size} bytes ({count} x {dtype.itemsize}) at offset {pos}, "
                 f"the file has {len(blob) - pos}", path, name)
         if name == "vertex":
+            if dtype.itemsize == 0:
+                raise InputError("the vertex element has no properties", path, "vertex")
             vertex = np.frombuffer(blob, dtype=dtype, count=count, offset=pos)
         pos += size
     if pos < len(blob):
@@ -480,10 +482,7 @@ def read_ply_sequence(folder: str | os.PathLike) -> PlySequence:
     """
     d = _seq_dir(Path(folder))
     src = d / "sequence.json"
-    try:
-        man = json.loads(src.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"invalid JSON: {e}", src) from None
+    man = S.read_json(src, what="sequence.json")
     if not isinstance(man, dict):
         raise InputError("expected a JSON object", src)
     if man.get("format") != SEQUENCE_FORMAT:
@@ -501,9 +500,9 @@ def read_ply_sequence(folder: str | os.PathLike) -> PlySequence:
         raise InputError("expected a list of numbers", src, "times") from None
     if times.shape != (len(names),) or not np.isfinite(times).all():
         raise InputError(f"expected {len(names)} finite times", src, "times")
-    fps = man.get("fps")
-    if fps is not None and (not isinstance(fps, (int, float)) or not fps > 0):
-        raise InputError(f"expected a positive number or null, got {fps!r}", src, "fps")
+    for i, nm in enumerate(names):
+        S.PathStr(name_only=True).check(nm, src, f"frames[{i}]")
+    fps = S.Optional(S.Num(gt=0.0)).check(man.get("fps"), src, "fps")
     paths = [d / nm for nm in names]
     g0 = read_gaussians_ply(paths[0])
     n = g0.num_gaussians

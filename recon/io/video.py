@@ -31,7 +31,6 @@ must match exactly (an InputError names the file otherwise). ``times = index / f
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from recon import schema as S
 from recon.errors import InputError
 from recon.grid import Cameras, FrameGrid
 from recon.io import VIDEO_EXTS, LoadOptions, central_camera, parse_frames, resize_rgb, scale_intrinsics, scaled_size
@@ -132,15 +132,9 @@ def read_video(path: str | os.PathLike, scale: float = 1.0, stop: int | None = N
 
 
 def _matrix(val: Any, n: int, src: Path, key: str) -> np.ndarray:
-    try:
-        a = np.asarray(val, dtype=np.float64)
-    except (TypeError, ValueError):
-        a = np.zeros(0)
-    if a.shape != (n, n):
-        raise InputError(f"expected a {n}x{n} matrix of numbers, got {json.dumps(val)[:80]}", src, key)
-    if not np.isfinite(a).all():
-        raise InputError("contains NaN or inf", src, key)
-    return a
+    """An ``n x n`` matrix of finite numbers; 4x4 ones must be rigid world-to-camera poses."""
+    a = S.Array((n, n)).check(val, src, key)
+    return S.check_poses(a, src, key) if n == 4 else a
 
 
 def _fov_K(fov_deg: Any, W: int, H: int, src: Path | None, key: str) -> np.ndarray:
@@ -156,10 +150,7 @@ def _cameras(folder: Path, vids: list[Path], W: int, H: int) -> tuple[np.ndarray
     V = len(vids)
     if not src.is_file():
         return np.stack([_fov_K(DEFAULT_FOV_DEG, W, H, None, "fov_deg")] * V), None, None, {"intrinsics": f"guessed: {DEFAULT_FOV_DEG} deg horizontal field of view"}
-    try:
-        cfg = json.loads(src.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"invalid JSON: {e}", src) from None
+    cfg = S.read_json(src, what="cameras.json")
     if not isinstance(cfg, dict):
         raise InputError("expected a JSON object", src)
     unknown = sorted(set(cfg) - {"fps", "fov_deg", "K", "views"})

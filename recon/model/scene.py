@@ -119,27 +119,68 @@ class DeformableScene:
 
     @classmethod
     def load(cls, path: Path, device: torch.device = torch.device("cpu")) -> "DeformableScene":
+        """Read a scene checkpoint (:meth:`save`, or a run's ``checkpoints/deform.safetensors``);
+        its tensors and metadata are checked (:data:`SCENE_TENSORS`, :data:`SCENE_META`) first."""
         from safetensors import SafetensorError, safe_open
+
+        from recon import schema as S
 
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 t = {k: f.get_tensor(k) for k in f.keys()}
-            fc = json.loads(meta["field"])
-            size = tuple(json.loads(meta["size"]))
-        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
             raise InputError(f"not a readable scene checkpoint ({e})", path) from None
+        head = {}
+        for key in ("field", "size"):
+            try:
+                head[key] = json.loads(meta[key]) if key in meta else None
+            except (json.JSONDecodeError, RecursionError):
+                raise InputError("metadata is not JSON", path, f"metadata.{key}") from None
+        head = S.check(head, SCENE_META, path, "metadata")
+        fc, size = head["field"], tuple(head["size"])
+        S.check_tensors(t, SCENE_TENSORS, path)
         splats = Splats.from_tensors(t, "splats.", str(path)).to(device)
         fs = {k[len("field."):]: v for k, v in t.items() if k.startswith("field.")}
-        field = DeformField(fs["tracked_offsets"], fs["center"], float(fs["radius"]), tuple(fs["time_range"].tolist()),
-                            fc["pos_freqs"], fc["time_freqs"], fc["width"], fc["depth"], fc["learn_view_offsets"],
-                            fc.get("activation", "relu"))
-        fs.setdefault("dynamic", torch.ones(splats.num, dtype=torch.bool))  # checkpoints before the static/dynamic split
-        field.load_state_dict(fs)
-        appearance = None
-        if "appearance.log_gain" in t:
-            appearance = CameraAppearance(int(t["appearance.log_gain"].shape[0]))
-            appearance.load_state_dict({k[len("appearance."):]: v for k, v in t.items() if k.startswith("appearance.")})
-            appearance = appearance.to(device)
+        try:
+            field = DeformField(fs["tracked_offsets"], fs["center"], float(fs["radius"]), tuple(fs["time_range"].tolist()),
+                                fc["pos_freqs"], fc["time_freqs"], fc["width"], fc["depth"], fc["learn_view_offsets"],
+                                fc["activation"] or "relu")
+            fs.setdefault("dynamic", torch.ones(splats.num, dtype=torch.bool))  # checkpoints before the static/dynamic split
+            field.load_state_dict(fs)
+            appearance = None
+            if "appearance.log_gain" in t:
+                appearance = CameraAppearance(int(t["appearance.log_gain"].shape[0]))
+                appearance.load_state_dict({k[len("appearance."):]: v for k, v in t.items() if k.startswith("appearance.")})
+                appearance = appearance.to(device)
+        except RuntimeError as e:  # load_state_dict: MLP tensors that do not match the metadata
+            raise InputError(f"tensors do not match the field metadata ({' '.join(str(e).split())[:200]})", path, "field") from None
         return cls(splats, field.to(device), t["poses"], t["Ks"], t["times"], size, t["to_world"], appearance,
                    t.get("background"))
+
+
+SCENE_TENSORS: dict[str, tuple] = {
+    "splats.means": ("N", 3), "splats.colors": ("N", 3), "splats.log_scales": ("N",), "splats.opacity_logits": ("N",),
+    "field.center": (3,), "field.radius": (), "field.time_range": (2,), "field.tracked_offsets": ("N", "V", 3),
+    "field.view_correction": ("N", "V", 3), "field.dynamic?": ("N",), "poses": ("V", "T", 4, 4), "Ks": ("V", "T", 3, 3),
+    "times": ("T",), "to_world": (4, 4), "background?": (3,), "appearance.log_gain?": ("V", 3),
+    "appearance.bias?": ("V", 3), "appearance.trained?": ("V",),
+}
+"""Tensors of a scene checkpoint (N splats, V views, T times; ``?``: optional); the MLP's are
+checked against the ``field`` metadata when they are loaded."""
+
+
+def _scene_meta():
+    from recon import schema as S
+    from recon.model.deform import ACTIVATIONS
+
+    return S.Obj({
+        "field": S.Obj({"pos_freqs": S.Int(min=0, max=16), "time_freqs": S.Int(min=0, max=16),
+                        "width": S.Int(min=0, max=4096), "depth": S.Int(min=0, max=64),
+                        "learn_view_offsets": S.Bool(), "activation": S.Optional(S.Str(tuple(ACTIVATIONS)))}),
+        "size": S.List(S.Int(min=1, max=1 << 16), min_len=2, max_len=2),
+    })
+
+
+SCENE_META = _scene_meta()
+"""Metadata of a scene checkpoint: the field's hyper-parameters and the image size [H, W]."""

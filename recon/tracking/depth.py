@@ -19,13 +19,13 @@ units, float32 ``[N, H, W]`` for N requested cells ``(view, time)``, with 0 wher
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from recon import schema as S
 from recon.errors import InputError
 from recon.grid import FrameGrid
 
@@ -145,6 +145,10 @@ def _load_array(path: Path) -> np.ndarray:
     raise InputError("unsupported depth file; expected .npy, .npz or a folder of .npy / 16-bit .png", path)
 
 
+DEPTH_JSON = S.Obj({"png_scale": S.Optional(S.Num(gt=0.0)), "kind": S.Optional(S.Str(FILE_KINDS))})
+"""``depth.json`` next to a folder of depth maps (both fields optional)."""
+
+
 def read_depth_file(grid: FrameGrid, cells: list[Cell], path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     """Read depth for ``cells`` from ``path`` (format in the module docstring).
 
@@ -160,14 +164,9 @@ def read_depth_file(grid: FrameGrid, cells: list[Cell], path: str | os.PathLike)
         cfg = path / "depth.json"
         scale = PNG_DEPTH_SCALE
         if cfg.is_file():
-            try:
-                info = json.loads(cfg.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise InputError(f"cannot parse: {e}", cfg) from None
-            scale = float(info.get("png_scale", scale))
+            info = S.read_json(cfg, DEPTH_JSON, "depth.json")
+            scale = info["png_scale"] if info["png_scale"] is not None else scale
             kind = info.get("kind")
-            if not scale > 0:
-                raise InputError(f"png_scale must be positive, got {scale}", cfg, "png_scale")
         out = []
         for v, t in cells:
             base = path / f"view_{v:02d}" / f"depth_{t:04d}"
