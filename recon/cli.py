@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         if debug:
             raise
-        print("recon: error: ran out of memory; read less with --scale, --frames or --views", file=sys.stderr)
+        print("recon: error: ran out of memory; make the job smaller (--scale, --frames, --views)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("recon: interrupted; finished stages are kept (use --resume to continue)", file=sys.stderr)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ from recon.fit.deform import fit_deform, scene_from_canonical
 from recon.fit.monocular import init_monocular, is_monocular, reference_window
 from recon.fit.prune import prune_floaters
 from recon.grid import FrameGrid
-from recon.io.atomic import atomic_path, write_json
+from recon.io.atomic import atomic_path, sweep_temporaries, write_json
 from recon.model.scene import SCENE_TENSORS, DeformableScene
 from recon.tracking.types import Tracks
 
@@ -128,7 +129,13 @@ class RunFolder:
         return self.info["stages"].get(stage, {}).get("status", "pending")
 
     def set(self, stage: str, **kw: Any) -> None:
-        self.info["stages"].setdefault(stage, {}).update(kw)
+        """Update ``stage``'s entry of run.json (atomically); a running stage records the pid of
+        the process that runs it (a stage left "running" by a killed process is resumable)."""
+        entry = self.info["stages"].setdefault(stage, {})
+        entry.pop("pid", None)
+        if kw.get("status") == "running":
+            kw = {**kw, "pid": os.getpid()}
+        entry.update(kw)
         self.info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(self.path / "run.json", self.info)
 
@@ -142,6 +149,7 @@ def open_run(run_dir: Path, resume: bool, header: dict[str, Any], config: Recons
         if not resume:
             raise InputError("run folder already exists; pass --resume to continue it, or choose another --out", run_dir)
         config = load_config_file(run_dir / "config.json")
+        sweep_temporaries(run_dir)  # half-written files of a killed process (never under a final name)
         info.update({k: v for k, v in header.items() if k in ("device",)})
         info.setdefault("resumed", 0)
         info["resumed"] += 1

@@ -9,6 +9,7 @@ inside or within ``tol`` of a foreground object (:meth:`recon.synth.Scene.inside
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import Tensor
 from recon.errors import InputError
 from recon.fit.losses import psnr, ssim
 from recon.grid import FrameGrid
+from recon.io.atomic import atomic_path
 from recon.model.scene import DeformableScene
 
 RENDER_BATCH = 4
@@ -139,12 +141,16 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
         ptimes = sorted(j for _, j in held)
     kept: dict[tuple[int, int], Tensor] = {}
     cells = []
-    for (i, j), im in iter_renders(scene, [(i, j) for i in range(V) for j in range(T)], config.backend):
-        cells.append(_cell(grid, i, j, im, held_set))
-        if oc.renders:
-            write_png(run_dir / "renders" / f"view_{i:02d}_time_{j:04d}.png", _u8(im))
-        if i in pviews:
-            kept[(i, j)] = _u8(im)
+    # renders/ appears only once every cell is in it (an interrupted run leaves no partial folder)
+    with (atomic_path(run_dir / "renders") if oc.renders else contextlib.nullcontext()) as rdir:
+        if rdir is not None:
+            rdir.mkdir(parents=True)
+        for (i, j), im in iter_renders(scene, [(i, j) for i in range(V) for j in range(T)], config.backend):
+            cells.append(_cell(grid, i, j, im, held_set))
+            if rdir is not None:
+                write_png(rdir / f"view_{i:02d}_time_{j:04d}.png", _u8(im))
+            if i in pviews:
+                kept[(i, j)] = _u8(im)
     metrics: dict[str, Any] = summarise(cells, grid, held)
     pv = pviews[0]
     frames = []

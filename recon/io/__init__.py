@@ -199,14 +199,14 @@ def available_memory() -> int:
         return 1 << 62
 
 
-def check_memory(nbytes: int, what: str, source: Path | str | None = None) -> None:
+def check_memory(nbytes: int, what: str, source: Path | str | None = None,
+                 hint: str = "read less with --scale, --frames or --views") -> None:
     """Raise :class:`InputError` before allocating ``nbytes`` for ``what`` when that exceeds
-    :data:`MEMORY_FRACTION` of the available memory, saying which options make it smaller."""
+    :data:`MEMORY_FRACTION` of the available memory, saying (``hint``) which options make it smaller."""
     avail = available_memory()
     if nbytes > MEMORY_FRACTION * avail:
-        raise InputError(f"{what} would take {nbytes / 2**30:.1f} GiB decoded, more than {MEMORY_FRACTION:.0%} of the "
-                         f"{avail / 2**30:.1f} GiB of memory available; read less with --scale, --frames or --views",
-                         source, "size")
+        raise InputError(f"{what} would take {nbytes / 2**30:.1f} GiB, more than {MEMORY_FRACTION:.0%} of the "
+                         f"{avail / 2**30:.1f} GiB of memory available; {hint}", source, "size")
 
 
 def read_image_grid(

@@ -93,3 +93,19 @@ def check_writable(path: str | os.PathLike, option: str = "--out") -> None:
         why = "the file system does not allow new folders there" if e.errno == errno.ENOENT else describe_os_error(
             OSError(e.errno, e.strerror))
         raise InputError(f"cannot write in {probe_in}: {why}", path, option) from None
+
+
+def sweep_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove what interrupted :func:`atomic_path` writes left under ``folder`` (a process killed
+    with SIGKILL cannot clean up): hidden ``.NAME.XXXX.tmp`` files or folders and ``.NAME.old``
+    folders. Returns the removed paths. Run when a run folder is reopened."""
+    removed = []
+    for p in sorted(Path(folder).rglob(".*"), key=lambda q: len(q.parts)):
+        if not (p.name.endswith(".tmp") or p.name.endswith(".old")) or not p.exists():
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

@@ -196,6 +196,27 @@ def _cameras(folder: Path, vids: list[Path], W: int, H: int) -> tuple[np.ndarray
     return np.stack(Ks), w2c, (None if fps is None else float(fps)), {"intrinsics": dict(zip((v.stem for v in vids), notes))}
 
 
+def _check_decoded_size(vids: list[Path], H: int, W: int, scale: float, stop: int | None) -> None:
+    """Refuse before decoding when the selected frames of all videos would not fit in memory
+    (frame counts as the containers list them; GIFs and unknown counts are left to the decoder)."""
+    from recon.io import check_memory
+
+    h, w = scaled_size(H, W, scale)
+    counts = []
+    for v in vids:
+        n = 0
+        if v.suffix.lower() != ".gif":
+            import cv2
+
+            cap = cv2.VideoCapture(str(v))
+            try:
+                n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+            finally:
+                cap.release()
+        counts.append(min(n, stop) if stop is not None else n)
+    check_memory(sum(counts) * h * w * 3, f"{len(vids)} videos x {max(counts)} frames at {w}x{h}", vids[0])
+
+
 def _stop_of(spec: str | None) -> int | None:
     """The frame count that must be decoded for ``spec`` when that is known before decoding."""
     if not spec:
@@ -229,6 +250,7 @@ def read_videos(path: str | os.PathLike, options: LoadOptions | None = None) -> 
     K, w2c, fps, notes = _cameras(folder, all_vids, W, H)
     K, w2c = K[sel], None if w2c is None else w2c[sel]
     stop = _stop_of(options.frames)
+    _check_decoded_size(vids, H, W, options.scale, stop)
     with ThreadPoolExecutor(max(1, min(4, len(vids), os.cpu_count() or 1))) as pool:
         decoded = list(pool.map(lambda v: read_video(v, options.scale, stop), vids))
     for vid, (_, _, size) in zip(vids, decoded):
