@@ -33,9 +33,22 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     raise InputError(f"unknown device {spec!r}; expected one of {', '.join(DEVICE_CHOICES)} or cuda:N", field="--device")
 
 
+def check_seed(seed: int, field: str = "--seed") -> int:
+    """``seed`` if it is an integer in ``[0, 2**63 - 1]`` (what torch and numpy generators accept),
+    else :class:`~recon.errors.InputError` naming ``field``."""
+    from recon.errors import InputError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise InputError(f"expected an integer in [0, 2**63 - 1], got {seed!r}", field=field)
+    return seed
+
+
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return a CPU generator seeded with ``seed``."""
+    """Seed python, numpy and torch; return a CPU generator seeded with ``seed`` (an integer in
+    ``[0, 2**63 - 1]``, else :class:`~recon.errors.InputError` naming ``--seed``)."""
     import random
+
+    check_seed(seed)
 
     import numpy as np
 

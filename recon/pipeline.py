@@ -44,6 +44,7 @@ import torch
 from recon.config import (  # noqa: F401  (re-exported: the config used to live here)
     OutputConfig,
     ReconstructConfig,
+    check_config,
     TrackConfig,
     config_from_dict,
     config_to_dict,

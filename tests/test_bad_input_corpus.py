@@ -532,6 +532,15 @@ def cli_reconstruct(*args: str, fld: tuple[str, ...]) -> Callable[[Path, Fx], Sp
     return build
 
 
+def cli_other(*args: str, fld: tuple[str, ...], hint: tuple[str, ...] = ()) -> Callable[[Path, Fx], Spec]:
+    """Another command's numbers: ``args`` with ``{out}`` replaced by a fresh output path that must not appear."""
+    def build(tmp: Path, fx: Fx) -> Spec:
+        out = tmp / "out"
+        return Spec([a.replace("{out}", str(out)) for a in args], None, fld, hint, absent=[out])
+
+    return build
+
+
 def cli_render_view(tmp: Path, fx: Fx) -> Spec:
     run = copy_of(fx.run, tmp)
     return Spec(["render", str(run), "--view", "-1", "--device", "cpu"], None, ("--view",), keep=[run])
@@ -668,6 +677,17 @@ CASES: list[Case] = [
     Case("cli-frames-garbage", "cli", cli_info("--frames", "a:b", fld=("--frames",))),
     Case("cli-views-out-of-range", "cli", cli_info("--views", "9", fld=("--views",))),
     Case("cli-render-view-negative", "cli", cli_render_view),
+    Case("cli-views-repeat", "cli", cli_reconstruct("--views", "0", "0", fld=("--views",))),
+    Case("cli-split-on-grid", "cli", cli_reconstruct("--split", "test", fld=("--split",))),
+    Case("cli-generate-seed-huge", "cli", cli_other("generate", "--out", "{out}", "--seed", "99999999999999999999", fld=("--seed",))),
+    Case("cli-synth-seed-negative", "cli", cli_other("synth", "--out", "{out}", "--seed", "-4", fld=("--seed",))),
+    Case("cli-synth-size-huge", "cli", cli_other("synth", "--out", "{out}", "--size", "100000", "100000", fld=("size",),
+                                                  hint=("--size",))),
+    Case("cli-synth-supersample-huge", "cli", cli_other("synth", "--out", "{out}", "--supersample", "1000", fld=("supersample",))),
+    Case("cli-bench-prune-iterations-negative", "cli", cli_other("bench", "--out", "{out}", "--suite", "synthetic", "--quick",
+                                                                 "--prune-iterations", "-5", fld=("prune.iterations",))),
+    Case("cli-bench-seeds-negative", "cli", cli_other("bench", "--out", "{out}", "--suite", "synthetic", "--quick",
+                                                      "--seeds", "-1", fld=("--seeds",))),
     # Panoptic (train_meta.json)
     reader_case("panoptic-w-fractional", "panoptic", "panoptic", pan_meta(lambda m: setitem(m, "w", 16.5)), ("w",)),
     reader_case("panoptic-fn-length-mismatch", "panoptic", "panoptic", pan_meta(lambda m: m["fn"].pop()), ("fn",)),

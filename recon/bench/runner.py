@@ -126,6 +126,7 @@ def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_p
     cfg.outputs.preview_video = False
     cfg.seed = settings.seed
     cfg.threads = settings.threads
+    P.check_config(cfg, "recon bench")
     result = P.reconstruct(grid, cfg, Path(run_dir), device=settings.device)
     stages = {k: float(v) for k, v in (result.metrics.get("seconds") or {}).items() if v is not None}
     return result.scene, {"stages": stages, "background": None, "pipeline_metrics": result.metrics}

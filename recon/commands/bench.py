@@ -87,7 +87,7 @@ def bench(
     from recon.bench.report import write_report
     from recon.bench.runner import BenchSettings, run_bench
     from recon.bench.suites import SUITES, build_cases, suite_options
-    from recon.device import resolve_device
+    from recon.device import check_seed, resolve_device
     from recon.errors import InputError
 
     console = Console()
@@ -116,7 +116,7 @@ def bench(
     opts = suite_options(
         quick,
         scenes=_list(scenes, str, "--scenes"),
-        seeds=_list(seeds, int, "--seeds"),
+        seeds=None if seeds is None else tuple(check_seed(s, "--seeds") for s in _list(seeds, int, "--seeds")),
         inconsistency=_list(inconsistency, float, "--inconsistency"),
         size=size,
         frames=frames,
@@ -127,13 +127,17 @@ def bench(
         grids=tuple(grids) or None,
         custom_holdout=_list(holdout, int, "--holdout"),
     )
+    from recon.config import config_from_dict, load_config_file
+
     overrides: dict = {}
     if config is not None:
-        from recon.config import load_config_file
         from recon.schema import read_json
 
         load_config_file(Path(config))  # checks the file: exists, JSON, known keys, types and ranges (InputError)
         overrides = read_json(Path(config), what="config file")
+    flags = {"seed": seed, "prune": {"iterations": prune_iterations}, "deform": {"iterations": deform_iterations}}
+    config_from_dict({k: ({a: b for a, b in v.items() if b is not None} if isinstance(v, dict) else v)
+                      for k, v in flags.items()}, source="command line")  # the flags' ranges, before any work
     settings = BenchSettings(
         device=resolve_device(device),
         tracks=tracks,

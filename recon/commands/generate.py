@@ -87,13 +87,14 @@ def generate(
     import torch
     from rich.console import Console
 
-    from recon.device import resolve_device
+    from recon.device import check_seed, resolve_device
     from recon.diffusion.checkpoint import BUNDLED, load_generator
     from recon.diffusion.data import to_model_range, to_uint8
     from recon.diffusion.sampler import check_grid_size, fill_grid
     from recon.grid import Cameras, FrameGrid
     from recon.io.gridfolder import write_grid
 
+    check_seed(seed)
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError("output already exists (pass --overwrite to replace it)", out)

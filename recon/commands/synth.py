@@ -36,10 +36,12 @@ def synth(
     """
     from rich.console import Console
 
+    from recon.device import check_seed
     from recon.errors import InputError
     from recon.io.gridfolder import write_grid
     from recon.synth import make_grid
 
+    check_seed(seed)
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError("output already exists (pass --overwrite to replace it)", out)

@@ -48,6 +48,8 @@ class LoadOptions:
             bad = [v for v in self.views if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**31]
             if bad:
                 raise InputError(f"view indices must be integers >= 0, got {bad[0]!r}", field="--views")
+            if len(set(self.views)) != len(self.views):
+                raise InputError(f"views repeat in {list(self.views)}", field="--views")
         if not isinstance(self.split, str) or not self.split:
             raise InputError(f"expected a split name, got {self.split!r}", field="--split")
 
@@ -99,6 +101,9 @@ def load_grid(path: str | os.PathLike, options: LoadOptions | None = None) -> Fr
     """Read any supported input into a :class:`FrameGrid`, applying ``options`` (selection, scale)."""
     options = options or LoadOptions()
     kind = detect_kind(path)
+    if kind in ("grid", "videos") and options.split != "train":
+        raise InputError(f"a {kind} input has no splits (--split is for Panoptic and D-NeRF / nerfstudio inputs)", path,
+                         "--split")
     if kind == "grid":
         from recon.io.gridfolder import read_grid
 
