@@ -45,6 +45,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from test_io_nerfstudio import c2w_gl
+from test_io_panoptic import make_panoptic
 
 import recon
 from recon.errors import InputError
@@ -807,17 +809,6 @@ def videos_dir(tmp_path_factory) -> Path:
     return d
 
 
-def _c2w_gl(eye, target=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0)) -> list:
-    eye, target, up = map(np.asarray, (eye, target, up))
-    back = eye - target
-    back = back / np.linalg.norm(back)
-    right = np.cross(up, back)
-    right /= np.linalg.norm(right)
-    M = np.eye(4)
-    M[:3, 0], M[:3, 1], M[:3, 2], M[:3, 3] = right, np.cross(back, right), back, eye
-    return M.tolist()
-
-
 def _png(path: Path, w: int, h: int, seed: int, rgba: bool = False) -> None:
     from recon.io.images import write_png
 
@@ -843,7 +834,7 @@ def transforms_files(tmp_path_factory) -> list[Path]:
     frames = []
     for t in range(2):
         for v in range(2):
-            f = {"file_path": f"images/v{v}_t{t}.png", "transform_matrix": _c2w_gl([3.0 * v - 1.5, 0.5, 5.0]), "time": t / 10,
+            f = {"file_path": f"images/v{v}_t{t}.png", "transform_matrix": c2w_gl([3.0 * v - 1.5, 0.5, 5.0]), "time": t / 10,
                  "camera_id": v}
             frames.append(f)
             _png(ns / f["file_path"], 12, 8, 10 * t + v)
@@ -856,7 +847,7 @@ def transforms_files(tmp_path_factory) -> list[Path]:
     for i in range(3):
         a = 2 * math.pi * i / 3
         frames.append({"file_path": f"./train/r_{i:03d}", "rotation": 0.1, "time": i / 2,
-                       "transform_matrix": _c2w_gl([4 * math.sin(a), 1.0, 4 * math.cos(a)])})
+                       "transform_matrix": c2w_gl([4 * math.sin(a), 1.0, 4 * math.cos(a)])})
         _png(dn / "train" / f"r_{i:03d}.png", 8, 8, i, rgba=True)
     (dn / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
     out = [ns / "transforms.json", dn / "transforms_train.json"]
@@ -870,28 +861,7 @@ def panoptic_dir(tmp_path_factory) -> Path:
     """Dynamic-3DGS layout: train cameras 1, 2 (with seg/), test camera 7; 2 time steps of 12x8."""
     from recon.io.panoptic import read_panoptic
 
-    root = tmp_path_factory.mktemp("fuzz_panoptic")
-    w, h = 12, 8
-    for split, ids in (("train", (1, 2)), ("test", (7,))):
-        K = [[30.0, 0, w / 2], [0, 30.0, h / 2], [0, 0, 1]]
-        meta = {"w": w, "h": h, "k": [], "w2c": [], "fn": [], "cam_id": []}
-        for t in range(2):
-            meta["k"].append([K for _ in ids])
-            w2c = []
-            for i in ids:
-                a = 0.2 * i
-                w2c.append([[math.cos(a), 0, math.sin(a), 0.1 * i], [0, 1, 0, 0], [-math.sin(a), 0, math.cos(a), 4.0], [0, 0, 0, 1]])
-            meta["w2c"].append(w2c)
-            meta["fn"].append([f"{i}/{t:06d}.png" for i in ids])
-            meta["cam_id"].append(list(ids))
-            for i in ids:
-                _png(root / "ims" / str(i) / f"{t:06d}.png", w, h, 100 * i + t)
-                if split == "train":
-                    from recon.io.images import write_png
-
-                    (root / "seg" / str(i)).mkdir(parents=True, exist_ok=True)
-                    write_png(root / "seg" / str(i) / f"{t:06d}.png", np.random.default_rng(t + i).random((h, w)) > 0.5)
-        (root / f"{split}_meta.json").write_text(json.dumps(meta))
+    root = make_panoptic(tmp_path_factory.mktemp("fuzz_panoptic") / "p", T=2, w=12, h=8)
     from recon.io import LoadOptions
 
     check_grid(read_panoptic(root))
