@@ -36,6 +36,8 @@ def read_pixels(path: str | os.PathLike, mode: str = "RGB", what: str = "image")
         raise InputError(f"{what} is too large to decode safely ({e})", path, "size") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"cannot decode {what} (corrupt or truncated?): {e}", path) from None
+    except MemoryError:  # the size was checked above: a corrupt chunk length asked for the memory
+        raise InputError(f"cannot decode {what} (corrupt: a chunk claims more bytes than memory holds)", path) from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
