@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "reconstruct": "recon.commands.reconstruct:reconstruct",
     "render": "recon.commands.render:render",
     "export": "recon.commands.export:export",
+    "view": "recon.commands.view:view",
     "bench": "recon.commands.bench:bench",
 }
 

@@ -80,6 +80,29 @@ class DeformableScene:
             rgb = self.appearance(rgb, idx_v)
         return rgb, alpha, depth, meta
 
+    def means_at_time(self, time: float, view: int | None = None) -> Tensor:
+        """Positions ``[N, 3]`` (canonical coordinates) at a continuous ``time`` (the grid's time
+        unit, e.g. between two frames), with view ``view``'s offsets dp_i^v when given."""
+        m = self.splats.means + self.field.motion(self.splats.means, torch.tensor(float(time), device=self.splats.means.device))
+        return m if view is None else m + self.field.view_offset(view)
+
+    def render_camera(self, w2c: Tensor, K: Tensor, size: tuple[int, int], time: float, view: int | None = None,
+                      backend: str = "auto", means: Tensor | None = None) -> Tensor:
+        """Render one free camera -> ``rgb [H, W, 3]``: ``w2c [4, 4]`` canonical -> camera (OpenCV),
+        ``K [3, 3]`` pixels for ``size = (H, W)``, at continuous ``time``. ``view`` adds that grid
+        view's offsets and colour response (so a grid cell's camera renders exactly as
+        :meth:`render` does); None renders the exported geometry (no offsets, no colour response).
+        ``means``: precomputed :meth:`means_at_time` (reused across the frames of a fixed time)."""
+        dev = self.splats.means.device
+        H, W = int(size[0]), int(size[1])
+        m = self.means_at_time(time, view) if means is None else means
+        rgb, _, _, _ = rasterize(m, self.splats.log_scales, self.splats.opacity_logits, self.splats.rgb(),
+                                 w2c.float().reshape(1, 4, 4).to(dev), K.float().reshape(1, 3, 3).to(dev), W, H,
+                                 background=None if self.background is None else self.background.to(dev), backend=backend)
+        if view is not None and self.appearance is not None:
+            rgb = self.appearance(rgb, torch.tensor([view]))
+        return rgb[0]
+
     @torch.no_grad()
     def positions_at(self, j: int, world: bool = True) -> Tensor:
         """Positions ``[N, 3]`` at time index ``j`` without view offsets (``canonical + dp_j^t``),
