@@ -222,3 +222,20 @@ def test_render_path_frames_folder_and_bad_options(run_dir, tmp_path, capsys):
         assert main(["render", str(run_dir), *args, "--device", "cpu"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], (args, err)
+
+
+@pytest.mark.slow
+def test_browser_screenshot_shows_recons_render(run_dir):
+    """Headless Chromium (Debian's chromium) opens the viewer snapped to a grid camera; the page's
+    viewport must show recon's render of that cell (skipped where no chromium is installed)."""
+    import re
+    import shutil
+
+    if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
+        pytest.skip("no chromium on PATH (apt install chromium)")
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "bench_viewer.py"), str(run_dir), "--view", "1", "--port",
+                        str(_free_port()), "--size", "800"], capture_output=True, text=True, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    psnr = float(re.search(r"PSNR ([\d.]+) dB", r.stdout).group(1))
+    assert psnr > 25.0, r.stdout

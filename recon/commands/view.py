@@ -104,6 +104,13 @@ class Viewer:
         return c2w, 2 * math.atan(0.5 * H / fy), W / H
 
 
+def _set_camera(client, R: np.ndarray, position: np.ndarray, fov: float) -> None:
+    with client.atomic():
+        client.camera.wxyz = _wxyz(R)
+        client.camera.position = position
+        client.camera.fov = fov
+
+
 def _load_gt(info: dict, scene) -> tuple[np.ndarray | None, str]:
     """The run's input frames (for side-by-side ground truth) when they can be read as it was."""
     from recon.io import LoadOptions, load_grid
@@ -126,7 +133,7 @@ def _load_gt(info: dict, scene) -> tuple[np.ndarray | None, str]:
     return grid.images, "ground truth: the run's input"
 
 
-def view(run: Path, /, port: int = 8080, host: str = "127.0.0.1", device: str = "auto") -> None:
+def view(run: Path, /, port: int = 8080, host: str = "127.0.0.1", camera: int | None = None, device: str = "auto") -> None:
     """Open an interactive viewer of a finished run in the browser (viser): time slider with
     play / pause, the grid's cameras (click to snap, ground truth beside the render), per-view
     offsets toggle, the canonical splats as points. Ctrl-C stops it.
@@ -135,6 +142,7 @@ def view(run: Path, /, port: int = 8080, host: str = "127.0.0.1", device: str = 
         run: A run folder written by `recon reconstruct` (its deform stage finished).
         port: TCP port of the viewer (refused if in use).
         host: Interface to listen on (127.0.0.1: this machine only; 0.0.0.0: the network).
+        camera: Start snapped to this grid view (default: a free camera at the central view).
         device: auto, cpu, cuda or cuda:N (the rasterizer's).
     """
     try:
@@ -151,6 +159,8 @@ def view(run: Path, /, port: int = 8080, host: str = "127.0.0.1", device: str = 
     if not 1 <= int(port) <= 65535:
         raise InputError(f"expected a TCP port in [1, 65535], got {port}", field="--port")
     scene = load_run_scene(run, resolve_device(device))
+    if camera is not None and not 0 <= camera < scene.num_views:
+        raise InputError(f"view {camera} outside [0, {scene.num_views})", field="--camera")
     info = RunFolder.read_info(run)
     held = load_config_file(run / "config.json").holdout_views if (run / "config.json").is_file() else []
     if not _port_free(host, port):
@@ -162,9 +172,15 @@ def view(run: Path, /, port: int = 8080, host: str = "127.0.0.1", device: str = 
 
     with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner: recon prints the URL itself
         server = viser.ViserServer(host=host, port=port, verbose=False)
-    _build(server, viewer, gt_note)
+    _build(server, viewer, gt_note, camera)
     print(f"recon view: http://{host}:{port} ({scene.num_views} views x {scene.num_times} times, "
           f"{scene.splats.num} splats; {gt_note}); Ctrl-C stops", flush=True)
+    import signal
+
+    def _stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)  # a service manager's stop is a Ctrl-C
     try:
         while True:
             _time.sleep(3600)
@@ -175,16 +191,27 @@ def view(run: Path, /, port: int = 8080, host: str = "127.0.0.1", device: str = 
     print("recon view: stopped", flush=True)
 
 
-def _build(server, viewer: Viewer, gt_note: str) -> None:
-    """The GUI, the frusta, the point cloud and the per-client render loop."""
+def _build(server, viewer: Viewer, gt_note: str, camera: int | None = None) -> None:
+    """The GUI, the frusta, the point cloud and the per-client render loop; new browsers start at
+    the central grid camera (free), or snapped to ``camera``."""
+    from recon.render.paths import rig_of
+
     scene = viewer.scene
+    rig = rig_of(scene.poses.cpu().numpy(), points=scene.splats.means.detach().cpu().numpy())
+    server.scene.set_up_direction(tuple(float(x) for x in rig.up))
+    first = scene.num_views // 2 if camera is None else camera
+    start, start_fov, _ = viewer.camera(first)
+    server.initial_camera.position = start[:3, 3]
+    server.initial_camera.look_at = start[:3, 3] + start[:3, 2] * float(np.linalg.norm(rig.centre - start[:3, 3]))
+    server.initial_camera.up = -start[:3, 1]
+    server.initial_camera.fov = start_fov
     V, T = scene.num_views, scene.num_times
     gui = server.gui
     time_slider = gui.add_slider("time", min=0, max=max(T - 1, 1), step=1, initial_value=0, disabled=T == 1)
     playing = gui.add_checkbox("play", initial_value=False)
     fps = gui.add_number("fps", initial_value=8.0, min=0.5, max=60.0, step=0.5)
     names = ["free"] + [f"view {i} ({'held out' if i in viewer.held_views else 'train'})" for i in range(V)]
-    snap = gui.add_dropdown("camera", names, initial_value="free")
+    snap = gui.add_dropdown("camera", names, initial_value="free" if camera is None else names[camera + 1])
     offsets = gui.add_checkbox("view offsets", initial_value=True)
     show_points = gui.add_checkbox("splat centres", initial_value=False)
     gui.add_markdown(gt_note)
@@ -195,26 +222,43 @@ def _build(server, viewer: Viewer, gt_note: str) -> None:
     points = server.scene.add_point_cloud("/splats", points=means, colors=colors, point_size=0.01, visible=False)
     show_points.on_update(lambda _: setattr(points, "visible", show_points.value))
     extent = float(np.linalg.norm(means.std(0))) if len(means) else 1.0
+    frusta = []
     for i in range(V):
         c2w, fov, aspect = viewer.camera(i)
         fr = server.scene.add_camera_frustum(f"/cameras/view_{i:02d}", fov=fov, aspect=aspect, scale=0.15 * extent,
+                                             thickness=2.0, thickness_units="screen",
                                              color=(240, 140, 30) if i in viewer.held_views else (40, 110, 230),
                                              wxyz=_wxyz(c2w[:3, :3]), position=c2w[:3, 3])
         fr.on_click(lambda _e, i=i: setattr(snap, "value", names[i + 1]))
+        frusta.append(fr)
 
-    state: dict[int, dict] = {}  # client id -> {"snapped": view or None, "pose": (R, t) set by a snap}
+    # client id -> {"snapped": view or None, "pose": (R, position) the browser reported after the
+    # snap (None: take the next report, which echoes the snap), so a snapped view stays exact
+    # until the user moves the camera}
+    state: dict[int, dict] = {}
+    SNAP_TOL = 0.02  # rotation-matrix entries / fraction of the scene extent of movement that un-snap
+    SNAP_GRACE_S = 2.0  # after a snap, camera reports that differ are the browser settling: the snap is re-asserted
 
     def snapped_view() -> int | None:
         return None if snap.value == "free" else names.index(snap.value) - 1
 
-    def draw(client) -> None:
-        st = state.setdefault(client.client_id, {"snapped": None, "pose": None})
+    def draw(client, moved: bool = False) -> None:
+        st = state.setdefault(client.client_id, {"snapped": None, "pose": None, "since": 0.0, "target": None})
         t = int(time_slider.value)
         v = st["snapped"]
-        if v is not None and st["pose"] is not None:  # moved away from the snapped camera: free again
-            R, p = st["pose"]
-            if np.abs(_rotation(client.camera.wxyz) - R).max() > 1e-3 or np.abs(np.asarray(client.camera.position) - p).max() > 1e-3 * max(extent, 1e-6):
-                st["snapped"] = v = None
+        if v is not None and moved:
+            R, p = _rotation(client.camera.wxyz), np.asarray(client.camera.position, np.float64)
+            ref = st["pose"] if st["pose"] is not None else st["target"][:2]
+            away = np.abs(R - ref[0]).max() > SNAP_TOL or np.abs(p - ref[1]).max() > SNAP_TOL * max(extent, 1e-6)
+            if _time.monotonic() - st["since"] < SNAP_GRACE_S:
+                if away:  # the browser settling (its own initial camera, an up-direction change): re-assert
+                    _set_camera(client, *st["target"])
+            elif st["pose"] is None:  # the browser's echo of the snap: the reference from now on
+                st["pose"] = (R, p)
+            elif away:
+                st["snapped"] = v = None  # the user moved away: a free camera again
+                for fr in frusta:
+                    fr.visible = True
         if v is not None:
             img = viewer.cell(v, t, view_offsets=offsets.value)
         else:
@@ -233,21 +277,20 @@ def _build(server, viewer: Viewer, gt_note: str) -> None:
     def on_snap(_=None) -> None:
         v = snapped_view()
         for client in server.get_clients().values():
-            st = state.setdefault(client.client_id, {"snapped": None, "pose": None})
-            st["snapped"] = v
+            st = state.setdefault(client.client_id, {"snapped": None, "pose": None, "since": 0.0, "target": None})
+            st["snapped"], st["pose"], st["since"] = v, None, _time.monotonic()
+            for fr in frusta:  # a snapped view shows the cell alone (no frusta in front of it)
+                fr.visible = v is None
             if v is not None:
                 c2w, fov, _ = viewer.camera(v, int(time_slider.value))
-                st["pose"] = (c2w[:3, :3], c2w[:3, 3])
-                with client.atomic():
-                    client.camera.wxyz = _wxyz(c2w[:3, :3])
-                    client.camera.position = c2w[:3, 3]
-                    client.camera.fov = fov
+                st["target"] = (c2w[:3, :3], c2w[:3, 3], fov)
+                _set_camera(client, *st["target"])
             draw(client)
 
     @server.on_client_connect
     def _(client) -> None:
-        state[client.client_id] = {"snapped": None, "pose": None}
-        client.camera.on_update(lambda cam: draw(cam.client))
+        state[client.client_id] = {"snapped": None, "pose": None, "since": 0.0, "target": None}
+        client.camera.on_update(lambda cam: draw(cam.client, moved=True))
         if snapped_view() is not None:
             on_snap()
 

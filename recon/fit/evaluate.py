@@ -102,6 +102,38 @@ def _cell(grid: FrameGrid, i: int, j: int, im: Tensor, held: list[tuple[int, int
     return out
 
 
+CONTACT_CELLS = 12
+"""At most this many held-out cells in ``heldout.png`` (spread evenly over the held-out ones)."""
+ERROR_GAIN = 4.0
+"""The error column of ``heldout.png`` shows ``|render - ground truth| x ERROR_GAIN``."""
+
+
+def _contact_cells(held: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    cells = sorted(set(held))
+    if len(cells) <= CONTACT_CELLS:
+        return cells
+    idx = np.linspace(0, len(cells) - 1, CONTACT_CELLS).round().astype(int)
+    return [cells[k] for k in idx]
+
+
+def contact_sheet(grid: FrameGrid, renders: dict, metrics: dict, cells: list[tuple[int, int]], names: list[str]) -> np.ndarray:
+    """``uint8`` image: one row per held-out cell, ground truth | render | amplified error, with
+    a caption strip (view name, time index, PSNR) above each row."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for i, j in cells:
+        gt, im = grid.images[i, j], renders[(i, j)]
+        err = np.clip(np.abs(gt.astype(np.float32) - im.astype(np.float32)).mean(-1, keepdims=True) * ERROR_GAIN, 0, 255)
+        tile = np.concatenate([gt, im, np.repeat(err.astype(np.uint8), 3, -1)], axis=1)
+        caption = Image.new("RGB", (tile.shape[1], 14), (24, 24, 24))
+        m = metrics.get((i, j), {})
+        text = f"view {names[i]}  time {j}  PSNR {m.get('psnr', float('nan')):.2f} dB  SSIM {m.get('ssim', float('nan')):.3f}"
+        ImageDraw.Draw(caption).text((3, 1), text, fill=(235, 235, 235))
+        rows += [np.asarray(caption), tile]
+    return np.concatenate(rows, axis=0)
+
+
 def _u8(x: Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
@@ -140,6 +172,7 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
     if V == 1 and held:
         ptimes = sorted(j for _, j in held)
     kept: dict[tuple[int, int], Tensor] = {}
+    contact = set(_contact_cells(held))
     cells = []
     # renders/ appears only once every cell is in it (an interrupted run leaves no partial folder)
     with (atomic_path(run_dir / "renders") if oc.renders else contextlib.nullcontext()) as rdir:
@@ -149,7 +182,7 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
             cells.append(_cell(grid, i, j, im, held_set))
             if rdir is not None:
                 write_png(rdir / f"view_{i:02d}_time_{j:04d}.png", _u8(im))
-            if i in pviews:
+            if i in pviews or (i, j) in contact:
                 kept[(i, j)] = _u8(im)
     metrics: dict[str, Any] = summarise(cells, grid, held)
     pv = pviews[0]
@@ -160,10 +193,17 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
     step = max(1, len(ptimes) // PREVIEW_FRAMES)
     write_png(run_dir / "preview.png", np.concatenate(frames[::step][:PREVIEW_FRAMES], axis=0))
     names = grid.view_names or [str(i) for i in range(V)]
+    if contact:
+        by_cell = {(c["view"], c["time"]): c for c in cells}
+        write_png(run_dir / "heldout.png", contact_sheet(grid, kept, by_cell, _contact_cells(held), names))
     what = "held-out times (test images)" if len(ptimes) < T else "times"
     files = {"preview": "preview.png", "preview_view": pv, "preview_views": pviews,
              "preview_layout": f"rows: {what} (every {step}), per time one row per view {[names[v] for v in pviews]}; "
                                "columns: ground truth | render"}
+    if contact:
+        files["heldout_sheet"] = "heldout.png"
+        files["heldout_sheet_layout"] = (f"{len(contact)} held-out cells (of {len(held)}), each ground truth | render | "
+                                         f"error (|difference| x {ERROR_GAIN:g}), labelled view / time / PSNR")
     if oc.preview_video:
         import warnings
 
