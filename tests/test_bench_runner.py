@@ -74,8 +74,11 @@ def test_run_bench_with_exact_scene(case, tmp_path, monkeypatch):
     assert "| recon |" in md and "not available (needs --dust3r-repo" in md
     saved = json.loads((tmp_path / "results.json").read_text())  # strict JSON: NaN became null
     assert saved["runs"][0]["case"] == "static-test"
-    for f in ("metric_bars.png", "psnr_per_cell.png", "contact_sheet.png", "table.md"):
+    for f in ("metric_bars.png", "psnr_per_cell.png", "contact_sheet.png", "novel_views.png", "table.md"):
         assert (tmp_path / f).is_file()
+    novel = sheet["static-test"]["novel:recon"]  # three novel views side by side, not blank
+    assert novel.dtype == np.uint8 and novel.shape[1] == 3 * novel.shape[0] * case.train.width // case.train.height
+    assert novel.std() > 5
 
 
 def test_failed_method_is_reported_not_raised(case, tmp_path, monkeypatch):

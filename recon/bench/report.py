@@ -10,8 +10,8 @@ Layout of a bench run folder::
     OUT/metric_bars.png     one panel per metric, a bar per method (mean, std as error bar)
     OUT/psnr_per_cell.png   held-out PSNR of every (view, time) cell, one line per method, per case
     OUT/contact_sheet.png   per case: GT held-out frame, then each method's render of it
+    OUT/novel_views.png     per case and method: three novel views (a bullet-time sweep between the grid cameras)
     OUT/runs/<case>/<method>/fit/   each fit's pipeline run folder; init/ holds a non-tracking initialisation
-    OUT/renders/<case>/*.png    the renders used in the contact sheet
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def markdown_table(summary: dict[str, dict[str, Any]], methods: list[str], statu
 
 
 def write_plots(out: Path, results: dict[str, Any], renders: dict[str, dict[str, np.ndarray]]) -> list[str]:
-    """Write the three figures into ``out``; returns their file names."""
+    """Write the figures into ``out``; returns their file names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +167,35 @@ def write_plots(out: Path, results: dict[str, Any], renders: dict[str, dict[str,
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
         written.append("contact_sheet.png")
+    written += _novel_sheet(out, renders, methods, plt)
     return written
+
+
+def _novel_sheet(out: Path, renders: dict[str, dict[str, np.ndarray]], methods: list[str], plt) -> list[str]:
+    """OUT/novel_views.png: per case (rows) and method (columns), three novel-view frames of a
+    bullet-time sweep between the grid's cameras (:func:`recon.bench.runner.novel_views`)."""
+    rows = [c for c in renders if any(k.startswith("novel:") for k in renders[c])]
+    cols = [m for m in methods if any(f"novel:{m}" in renders[c] for c in rows)]
+    if not rows or not cols:
+        return []
+    from recon.io.atomic import atomic_path
+
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(max(6.0, 3.6 * len(cols)), 1.5 * len(rows) + 0.5), squeeze=False)
+    for i, c in enumerate(rows):
+        for j, m in enumerate(cols):
+            ax = axes[i, j]
+            ax.axis("off")
+            if f"novel:{m}" in renders[c]:
+                ax.imshow(renders[c][f"novel:{m}"])
+            if i == 0:
+                ax.set_title(m, fontsize=8)
+        axes[i, 0].text(-0.02, 0.5, c, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=7)
+    fig.suptitle("novel views: a bullet-time sweep between the grid cameras at time 0 (no per-view offsets)", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "novel_views.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return ["novel_views.png"]
 
 
 def write_report(out: Path, results: dict[str, Any], renders: dict[str, dict[str, np.ndarray]]) -> str:

@@ -200,6 +200,7 @@ def run_one(case: Case, method: str, settings: BenchSettings, out: Path, adapter
         stages = {"init": sw_init.seconds, **info["stages"]} if tracks_path is not None else dict(info["stages"])
         with Stopwatch() as sw_eval:
             metrics, per_cell, renders = evaluate_run(case, scene, info["background"], settings, lpips)
+        renders["novel"] = novel_views(scene)
         metrics.update(
             wall_s=sw.seconds,
             peak_rss_mb=None if mem.peak_rss is None else mem.peak_rss / 2**20,
@@ -216,6 +217,20 @@ def run_one(case: Case, method: str, settings: BenchSettings, out: Path, adapter
         # depth on widely spaced cameras; bad arguments are rejected before any fit starts)
         rec.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=6), metrics={})
     return rec, renders
+
+
+NOVEL_SWEEP = 8
+"""Novel views in the report: frames 1-3 of an 8-frame bullet-time sweep at time 0 (a quarter,
+half and three quarters of the way from the first grid camera to the last)."""
+
+
+def novel_views(scene) -> np.ndarray:
+    """``uint8 [H, 3W, 3]``: three novel-view frames of a fitted scene, side by side (cameras
+    between the grid's, time frozen; the exported geometry, no per-view offsets)."""
+    from recon.commands.render import render_path
+
+    frames, _ = render_path(scene, "bullet-time", scene.num_views // 2, 0, None, NOVEL_SWEEP, progress=False)
+    return np.concatenate(list(frames[1:4]), axis=1)
 
 
 def _group(case: Case) -> str:
@@ -281,6 +296,8 @@ def run_bench(
             write_json(out / "results.partial.json", _finite({"suite": suite, "partial": True, "runs": runs}))
             if rec["status"] == "ok" and case.has_heldout and (e, j) in renders:
                 sheet[case.name][m] = np.clip(np.rint(renders[(e, j)] * 255), 0, 255).astype(np.uint8)
+            if rec["status"] == "ok" and "novel" in renders:
+                sheet.setdefault(case.name, {})[f"novel:{m}"] = renders["novel"]
             if progress:
                 msg = f"  {rec['status']}" + (f": {rec.get('error')}" if rec["status"] != "ok" else
                                               f"  psnr {rec['metrics'].get('psnr', float('nan')):.2f}  {rec['metrics']['wall_s']:.0f}s")

@@ -170,6 +170,10 @@ def view(run: Path, /, port: int = 8080, host: str = "127.0.0.1", camera: int | 
     import contextlib
     import io
 
+    import logging
+
+    # browsers open speculative connections that close before a request; websockets logs each as an error
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)
     with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner: recon prints the URL itself
         server = viser.ViserServer(host=host, port=port, verbose=False)
     _build(server, viewer, gt_note, camera)
@@ -245,7 +249,7 @@ def _build(server, viewer: Viewer, gt_note: str, camera: int | None = None) -> N
     def draw(client, moved: bool = False) -> None:
         st = state.setdefault(client.client_id, {"snapped": None, "pose": None, "since": 0.0, "target": None})
         t = int(time_slider.value)
-        v = st["snapped"]
+        v = st["snapped"] if st.get("target") is not None else None
         if v is not None and moved:
             R, p = _rotation(client.camera.wxyz), np.asarray(client.camera.position, np.float64)
             ref = st["pose"] if st["pose"] is not None else st["target"][:2]
@@ -274,25 +278,29 @@ def _build(server, viewer: Viewer, gt_note: str, camera: int | None = None) -> N
         for client in server.get_clients().values():
             draw(client)
 
+    def snap_client(client, v: int | None) -> None:
+        target = None
+        if v is not None:
+            c2w, fov, _ = viewer.camera(v, int(time_slider.value))
+            target = (c2w[:3, :3], c2w[:3, 3], fov)
+        # one assignment: a camera report handled meanwhile (another thread) sees all or nothing
+        state[client.client_id] = {"snapped": v, "pose": None, "since": _time.monotonic(), "target": target}
+        for fr in frusta:  # a snapped view shows the cell alone (no frusta in front of it)
+            fr.visible = v is None
+        if target is not None:
+            _set_camera(client, *target)
+        draw(client)
+
     def on_snap(_=None) -> None:
-        v = snapped_view()
         for client in server.get_clients().values():
-            st = state.setdefault(client.client_id, {"snapped": None, "pose": None, "since": 0.0, "target": None})
-            st["snapped"], st["pose"], st["since"] = v, None, _time.monotonic()
-            for fr in frusta:  # a snapped view shows the cell alone (no frusta in front of it)
-                fr.visible = v is None
-            if v is not None:
-                c2w, fov, _ = viewer.camera(v, int(time_slider.value))
-                st["target"] = (c2w[:3, :3], c2w[:3, 3], fov)
-                _set_camera(client, *st["target"])
-            draw(client)
+            snap_client(client, snapped_view())
 
     @server.on_client_connect
     def _(client) -> None:
         state[client.client_id] = {"snapped": None, "pose": None, "since": 0.0, "target": None}
         client.camera.on_update(lambda cam: draw(cam.client, moved=True))
         if snapped_view() is not None:
-            on_snap()
+            snap_client(client, snapped_view())
 
     time_slider.on_update(draw_all)
     offsets.on_update(draw_all)
