@@ -84,23 +84,29 @@ def rig_of(poses: np.ndarray, central: int | None = None, points: np.ndarray | N
     up = -c2w[:, :3, 1].mean(0)
     up = up / max(np.linalg.norm(up), 1e-12)
     centre = None
-    if len(c2w) >= 2:  # least squares: sum over cameras of |(I - d d^T)(p - o)|^2
-        A = np.zeros((3, 3))
-        b = np.zeros(3)
-        for o, d in zip(origins, dirs):
-            P = np.eye(3) - np.outer(d, d)
-            A += P
-            b += P @ o
-        if np.linalg.cond(A) < 1e6:
-            centre = np.linalg.solve(A, b)
-            if np.any(((centre - origins) * dirs).sum(1) <= 0):  # behind a camera: not a convergence point
-                centre = None
+    if len(c2w) >= 2:
+        centre, cond = axes_focus(origins, dirs)
+        if cond > 1e6 or np.any(((centre - origins) * dirs).sum(1) <= 0):  # parallel axes, or behind a camera
+            centre = None
     if centre is None:
         if points is not None and len(points):
             centre = np.median(np.asarray(points, np.float64), axis=0)
         else:
             centre = origins[central] + dirs[central] * 1.0
     return Rig(c2w=c2w, central=central, centre=centre, up=up)
+
+
+def axes_focus(origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, float]:
+    """The point nearest to every camera axis (``origins [M, 3]``, unit ``dirs [M, 3]``) in the
+    least-squares sense, ``min_p sum |(I - d d^T)(p - o)|^2``, and the condition number of that
+    system (large: near-parallel axes, no focus)."""
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for o, d in zip(origins, dirs):
+        P = np.eye(3) - np.outer(d, d)
+        A += P
+        b += P @ o
+    return np.linalg.lstsq(A, b, rcond=None)[0], float(np.linalg.cond(A))
 
 
 def _frame(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -40,13 +40,9 @@ def neighbour_angle(w2c: np.ndarray) -> float:
     R, t = w2c[:, :3, :3], w2c[:, :3, 3]
     c = -np.einsum("vji,vj->vi", R, t)
     d = R[:, 2, :]  # optical axes in world coordinates
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for ci, di in zip(c, d):
-        P = np.eye(3) - np.outer(di, di)
-        A += P
-        b += P @ ci
-    focus = np.linalg.lstsq(A, b, rcond=None)[0]
+    from recon.render.paths import axes_focus
+
+    focus = axes_focus(c, d)[0]
     u = c - focus
     u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
     cos = np.clip(u @ u.T, -1.0, 1.0)
