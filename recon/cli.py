@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "export": "recon.commands.export:export",
     "view": "recon.commands.view:view",
     "bench": "recon.commands.bench:bench",
+    "batch": "recon.commands.batch:batch",
 }
 
 

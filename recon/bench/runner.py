@@ -83,6 +83,13 @@ class BenchSettings:
     config: dict[str, Any] = field(default_factory=dict)
     """Pipeline config overrides (``recon reconstruct --config`` layout) applied to every method
     before its own switches (initialisation, prune, view offsets) and the settings above."""
+    workers: int | None = 1
+    """Fits run one after another here (1), or as Ray tasks (None: every CPU; N: N slots;
+    see :func:`recon.batch.execute`)."""
+    address: str | None = None
+    """Ray cluster to join (auto, ray://HOST:PORT); None: a local instance when Ray is used."""
+    cpus_per_task: float = 1.0
+    """CPUs each Ray task reserves."""
 
 
 # --- the one place that talks to the pipeline --------------------------------------------------
@@ -185,6 +192,13 @@ def evaluate_run(case: Case, scene, background, settings: BenchSettings, lpips: 
     return metrics, per_cell, renders
 
 
+def _run_one_job(case: Case, method: str, settings: BenchSettings, out: Path, adapters: dict[str, Any], lpips: Any,
+                 slot: int) -> dict[str, Any]:
+    """:func:`run_one` as an executor job (:mod:`recon.batch`): a dict with the run and its renders."""
+    rec, renders = run_one(case, method, settings, out, adapters, lpips)
+    return {"status": rec["status"], "rec": rec, "renders": renders, "slot": slot}
+
+
 def run_one(case: Case, method: str, settings: BenchSettings, out: Path, adapters: dict[str, Any], lpips: Any) -> tuple[dict[str, Any], dict]:
     """Fit and score one (case, method); failures are recorded in the result, not raised."""
     spec = METHODS[method]
@@ -279,29 +293,47 @@ def run_bench(
     runs: list[dict[str, Any]] = []
     sheet: dict[str, dict[str, np.ndarray]] = {}
     t0 = time.time()
+    from recon.batch import Job, execute
+
+    slots: list[dict[str, Any] | None] = []  # the runs in (case, method) order, whatever order they finish in
+    jobs: list[Job] = []
     for case in cases:
         if case.has_heldout:
-            e, j = 0, case.eval_images.shape[1] - 1
-            sheet[case.name] = {"gt": case.eval_images[e, j]}
+            sheet[case.name] = {"gt": case.eval_images[0, case.eval_images.shape[1] - 1]}
         for m in methods:
             if status[m]["status"] != "ok":
-                runs.append({"case": case.name, "method": m, "tags": case.tags, "group": _group(case),
-                             "status": "not available", "reason": status[m]["reason"], "metrics": {}})
+                slots.append({"case": case.name, "method": m, "tags": case.tags, "group": _group(case),
+                              "status": "not available", "reason": status[m]["reason"], "metrics": {}})
                 continue
-            if progress:
-                progress(f"{case.name} / {m}")
-            rec, renders = run_one(case, m, settings, out, adapters, lpips)
-            runs.append(rec)
-            # an interrupted or crashed bench keeps what it measured so far
-            write_json(out / "results.partial.json", _finite({"suite": suite, "partial": True, "runs": runs}))
-            if rec["status"] == "ok" and case.has_heldout and (e, j) in renders:
-                sheet[case.name][m] = np.clip(np.rint(renders[(e, j)] * 255), 0, 255).astype(np.uint8)
-            if rec["status"] == "ok" and "novel" in renders:
-                sheet.setdefault(case.name, {})[f"novel:{m}"] = renders["novel"]
-            if progress:
-                msg = f"  {rec['status']}" + (f": {rec.get('error')}" if rec["status"] != "ok" else
-                                              f"  psnr {rec['metrics'].get('psnr', float('nan')):.2f}  {rec['metrics']['wall_s']:.0f}s")
-                progress(msg)
+            jobs.append(Job(f"{case.name} / {m}", _run_one_job, (case, m, settings, out, adapters, lpips, len(slots))))
+            slots.append(None)
+    by_name = {c.name: c for c in cases}
+
+    def on_done(job: Job) -> None:
+        r = job.result or {}
+        case_name, m = job.name.split(" / ", 1)
+        case = by_name[case_name]
+        rec, renders = r.get("rec"), r.get("renders", {})
+        if rec is None:  # the task itself was lost (a killed worker)
+            rec = {"case": case.name, "method": m, "tags": case.tags, "group": _group(case), "status": "failed",
+                   "error": r.get("error", "failed"), "metrics": {}}
+        slots[r.get("slot", job.args[-1])] = rec
+        # an interrupted or crashed bench keeps what it measured so far
+        write_json(out / "results.partial.json", _finite({"suite": suite, "partial": True, "runs": [x for x in slots if x]}))
+        held = (0, case.eval_images.shape[1] - 1) if case.has_heldout else None
+        if rec["status"] == "ok" and held is not None and held in renders:
+            sheet[case.name][m] = np.clip(np.rint(renders[held] * 255), 0, 255).astype(np.uint8)
+        if rec["status"] == "ok" and "novel" in renders:
+            sheet.setdefault(case.name, {})[f"novel:{m}"] = renders["novel"]
+        if progress:
+            progress(f"{job.name}  {rec['status']}" + (f": {rec.get('error')}" if rec["status"] != "ok" else
+                                                        f"  psnr {rec['metrics'].get('psnr', float('nan')):.2f}  "
+                                                        f"{rec['metrics']['wall_s']:.0f}s"))
+
+    if progress and jobs:
+        progress(f"{len(jobs)} fit(s)" + ("" if settings.workers == 1 and settings.address is None else " as Ray tasks"))
+    execute(jobs, workers=settings.workers, address=settings.address, cpus=settings.cpus_per_task, on_done=on_done)
+    runs = [x for x in slots if x is not None]
     ran = [m for m in methods if status[m]["status"] == "ok"]
     for m in ran:  # a method that failed on every case is reported as failed
         if all(r["status"] != "ok" for r in runs if r["method"] == m):

@@ -34,6 +34,10 @@ def bench(
     device: str = "auto",
     seed: int = 0,
     overwrite: bool = False,
+    ray: bool = False,
+    address: str | None = None,
+    workers: int | None = None,
+    cpus_per_task: float = 1.0,
 ) -> None:
     """Benchmark methods on a suite; writes results.json, table.md and plots to OUT.
 
@@ -80,6 +84,12 @@ def bench(
         device: auto, cpu or cuda[:N].
         seed: Seed of the fits and random initialisations.
         overwrite: Allow writing into an existing non-empty OUT.
+        ray: Run the fits as Ray tasks (`pip install 'recon4d[ray]'`): a local Ray sized to this
+            machine, or the cluster at --address; results equal the sequential run's for the same
+            seeds (each fit's torch threads = --cpus-per-task).
+        address: With --ray: join a Ray cluster (auto, or ray://HOST:PORT).
+        workers: With --ray: task slots of the local Ray (default: every CPU).
+        cpus_per_task: With --ray: CPUs (torch threads) each fit reserves.
     """
     from rich.console import Console
 
@@ -147,7 +157,19 @@ def bench(
         seed=seed,
         consistency=consistency,
         config=overrides,
+        workers=(workers if ray else 1),
+        address=address if ray else None,
+        cpus_per_task=cpus_per_task,
+        **({"threads": max(1, int(cpus_per_task))} if ray else {}),
     )
+    if ray:
+        from recon.batch import ray_available
+
+        ok, why = ray_available()
+        if not ok:
+            raise InputError(why, field="--ray")
+        if workers is not None and workers < 1:
+            raise InputError(f"expected workers >= 1, got {workers}", field="--workers")
     adapters = {"dust3r": Dust3rAdapter(dust3r_repo, dust3r_ckpt), "splatt3r": Splatt3rAdapter(splatt3r_repo, splatt3r_ckpt)}
     with console.status("building cases"):
         cases = build_cases(suite, opts)
