@@ -34,7 +34,8 @@ def batch(
         inputs: Grid folders, Panoptic folders, transforms json, video folders, or .txt files
             listing them (one per line, # comments).
         out: The batch folder.
-        config: JSON config overrides applied to every run (as `recon reconstruct --config`).
+        config: JSON config overrides applied to every run (as `recon reconstruct --config`);
+            a rerun without it keeps the batch's (DIR/batch_config.json).
         seed: Random seed of every run.
         holdout: Held-out cells of every run, views=...,times=... (as `recon reconstruct`).
         eval_split: The standard protocol's evaluation split for every run (e.g. test).
@@ -78,12 +79,14 @@ def batch(
     missing = [p for p in items if not p.exists()]
     if missing:
         raise InputError(f"input does not exist ({len(missing)} of {len(items)} missing)", missing[0])
-    cfg = load_config_file(config) if config is not None else None
-    base = config_to_dict(cfg) if cfg is not None else {}
+    cfg_file = out / "batch_config.json"  # what every new run starts from: the --config overrides + its threads
     threads = max(1, int(cpus_per_task))
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_file = out / "batch_config.json"  # what every run starts from: the --config overrides + its threads
-    write_json(cfg_file, {**base, "threads": threads})
+    if config is not None or not cfg_file.is_file():
+        base = config_to_dict(load_config_file(config)) if config is not None else {}
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(cfg_file, {**base, "threads": threads})
+    else:  # a rerun without --config continues with the batch's own config
+        load_config_file(cfg_file)
 
     names = run_names(items)
     rows: dict[str, dict] = {}
@@ -132,7 +135,14 @@ def batch(
     console.print(f"recon batch: {len(jobs)} run(s) to do, {skipped} finished before, into {out}"
                   + ("" if workers == 1 and address is None else " (Ray)"), markup=False, highlight=False)
     t0 = time.perf_counter()
-    execute(jobs, workers=workers, address=address, cpus=cpus_per_task, gpus=gpus_per_task, on_done=on_done, stats=stats)
+    try:
+        execute(jobs, workers=workers, address=address, cpus=cpus_per_task, gpus=gpus_per_task, on_done=on_done, stats=stats)
+    except KeyboardInterrupt:  # runs that started are resumable: the same command continues them
+        for name, r in rows.items():
+            if r["status"] == "queued" and (Path(r["run"]) / "run.json").exists():
+                r["status"] = "interrupted"
+        save()
+        raise
     stats["wall_s"] = round(time.perf_counter() - t0, 3)
     save()
     write_text(out / "batch.md", summary_table(rows))
