@@ -412,7 +412,8 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
         scene = scene_from_canonical(grid, canonical, dc, config.canonical.view_offsets, trained_views)
         progress.stage_start("deform", config.deform.iterations or None)
         rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
-                         lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held)
+                         lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held,
+                         background=config.monocular)
         return scene.tensors(), {"field": scene.field_config(), "size": list(scene.size), "report": rep}
 
     stage("deform", 4, do_deform)
@@ -461,6 +462,7 @@ def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tup
         progress.stage_start("deform", config.deform.iterations or None)
         rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
                          lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held,
+                         background=config.monocular,
                          monocular=reference_window(grid, train, config.monocular.window))
         rep["monocular"] = ("one view per time: no view offsets dp_i^v (tracked or learned), no per-camera colour "
                             "response, no time-smoothness term, no opacity resets; static warm-up on the reference "

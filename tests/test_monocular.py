@@ -184,3 +184,25 @@ def test_monocular_command_beats_a_static_fit(moving: Path, tmp_path: Path) -> N
     assert len(files) == 8 and all(f.startswith("transforms_test.json:test/") for f in files)
     assert "white" in dyn["background"]["images"] and dyn["background"]["renders"] == "rgb 1 1 1" and dyn["deform"]["silhouette_reg"] > 0
     assert (tmp_path / "dynamic" / "preview.png").is_file()
+
+
+def test_the_runs_background_settings_reach_the_silhouette_terms(moving: Path, tmp_path: Path, monkeypatch) -> None:
+    """``monocular.background_tol`` / ``dilate`` of the run's config are what the silhouette and
+    coverage terms use (not the defaults)."""
+    import recon.fit.monocular as M
+
+    seen = []
+    real = M.background_distance
+
+    def spy(grid, cells, tol, dilate):
+        seen.append((tol, dilate))
+        return real(grid, cells, tol, dilate)
+
+    monkeypatch.setattr(M, "background_distance", spy)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"deform": {"iterations": 4}, "monocular": {"points": 500, "grid": 16, "background_tol": 0.11,
+                                                                         "dilate": 3},
+                               "outputs": {"preview_video": False, "ply": False, "renders": False}}))
+    assert main(["reconstruct", str(moving), "--out", str(tmp_path / "r"), "--eval-split", "test", "--config", str(cfg),
+                 "--device", "cpu"]) == 0
+    assert (0.11, 3) in seen and (0.04, 2) not in seen, seen

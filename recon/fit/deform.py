@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -62,6 +62,9 @@ from recon.grid import FrameGrid
 from recon.model.appearance import CameraAppearance
 from recon.model.deform import DeformField
 from recon.model.scene import DeformableScene
+
+if TYPE_CHECKING:
+    from recon.fit.monocular import MonocularConfig
 
 
 @dataclass
@@ -312,6 +315,7 @@ def fit_deform(
     progress: Callable[[int, int, float], None] | None = None,
     held_cells: list[tuple[int, int]] | None = None,
     monocular: list[tuple[int, int]] | None = None,
+    background: MonocularConfig | None = None,
 ) -> dict[str, Any]:
     """Fit ``scene`` (in place, moved to ``device``) to the ``train_cells`` of ``grid`` with the
     fit engine (density control, camera responses, the regularisers of the module docstring).
@@ -320,7 +324,9 @@ def fit_deform(
     them; their cameras (poses only) clear their near space. ``monocular``: the grid has one view
     per time, and these are the cells of its reference window (warmed up on; see
     :attr:`DeformConfig.monocular_warmup`); one image per step; the scene extent and the cleared
-    cameras are the distinct cameras of all cells. Returns a report: loss trace (every 10 steps), first/last loss, Gaussian counts,
+    cameras are the distinct cameras of all cells. ``background``: where ``background_tol`` and
+    ``dilate`` of the silhouette / coverage terms come from (default: :class:`MonocularConfig`'s
+    defaults; the pipeline passes the run's ``monocular`` config). Returns a report: loss trace (every 10 steps), first/last loss, Gaussian counts,
     density-control counts, steps of each phase.
     """
     if not train_cells:
@@ -408,7 +414,7 @@ def fit_deform(
     if config.silhouette_reg > 0 and len(train_cells) * grid.height * grid.width * 4 <= SILHOUETTE_BYTES:
         from recon.fit.monocular import MonocularConfig, background_distance, occupancy_grid
 
-        mc = MonocularConfig()
+        mc = background or MonocularConfig()
         dist = background_distance(grid, train_cells, mc.background_tol, mc.dilate)
         if dist is not None:
             terms.append(silhouette_term(scene, torch.from_numpy(dist), config.silhouette_reg))
