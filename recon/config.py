@@ -70,8 +70,9 @@ class ReconstructConfig:
     holdout_times: list[int] = field(default_factory=list)
     seed: int = 0
     threads: int = 0
-    """torch CPU threads; 0: the cores this process may use (at most 8), recorded in run.json. A
-    fixed count gives reproducible results. The CLI makes OpenMP wait passively
+    """torch CPU threads; 0: the cores this process may use (at most 8), recorded in run.json. With 1
+    thread a run is bit-reproducible (what the resume tests rely on); with more, two runs of one seed
+    differ slightly (the bundled sample's held-out PSNR by up to ~0.7 dB, BENCHMARKS.md). The CLI makes OpenMP wait passively
     (``OMP_WAIT_POLICY=PASSIVE``): spinning waits made a 2-thread fit 40x slower on a busy machine."""
     backend: str = "auto"
     """Rasterizer backend: auto | torch | cpu | cuda."""

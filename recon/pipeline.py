@@ -25,7 +25,9 @@ seconds and report), ``config.json`` (the full :class:`ReconstructConfig`), ``ch
 
 Determinism: every stage seeds torch from ``seed`` and the stage's index, torch runs with
 ``config.threads`` threads, and every stage continues from what the previous one *saved*, so a
-resumed run computes exactly what an uninterrupted one does (on the same device).
+resumed run computes exactly what an uninterrupted one does (on the same device, with
+``threads: 1``; with more threads two runs of one seed differ slightly, see
+:attr:`ReconstructConfig.threads`).
 """
 
 from __future__ import annotations
