@@ -283,7 +283,7 @@ def test_sequence_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == [f"frame_{t:04d}.ply" for t in range(4)] + ["sequence.json"]
     man = json.loads((out / "sequence.json").read_text())
     assert man["count"] == 4 and man["fps"] == 25.0 and man["sh_degree"] == 1 and man["isotropic"]
-    assert man["num_gaussians"] == 64 and man["source"] == "unit-test" and "y down" in man["coordinates"]
+    assert man["num_gaussians"] == 64 and man["source"] == "unit-test" and "right-handed" in man["coordinates"]
     assert man["recon_version"] and man["meta"] == {"note": "x"}
     np.testing.assert_allclose(man["times"], np.arange(4) / 25.0)
     for where in (tmp_path / "run", out):

@@ -138,19 +138,53 @@ def _u8(x: Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
-def write_ply(scene: DeformableScene, folder: Path, fps: float | None, source: str, time_unit: str, world: bool) -> Path:
+def world_frame(scene: DeformableScene, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The exported positions' world frame: ``up`` (unit vector) from the grid's ``meta["world_up"]``
+    when the input states it, else the mean up axis (-y, OpenCV) of the grid's cameras; right-handed
+    (world-to-camera poses are rotations); ``units`` from ``meta["units"]`` when stated."""
+    meta = meta or {}
+    c2w = torch.linalg.inv(scene.poses.double().reshape(-1, 4, 4))  # canonical -> ... camera-to-canonical
+    R = scene.to_world.double()[:3, :3] @ c2w[:, :3, :3]  # camera axes in the export coordinates
+    cam_up = -R[:, :, 1].mean(0)
+    cam_up = (cam_up / cam_up.norm().clamp_min(1e-12)).tolist()
+    given = meta.get("world_up")
+    if isinstance(given, (list, tuple)) and len(given) == 3 and all(isinstance(x, (int, float)) for x in given):
+        g = np.asarray(given, np.float64)
+        up, src = (g / max(np.linalg.norm(g), 1e-12)).tolist(), "the input's world_up"
+    else:
+        up, src = cam_up, "mean up axis (-y) of the input cameras"
+    return {"up": [round(float(x), 6) for x in up], "up_source": src, "cameras_mean_up": [round(float(x), 6) for x in cam_up],
+            "handedness": "right-handed", "units": str(meta.get("units", "the input cameras' units (not stated)"))}
+
+
+def render_convention() -> dict[str, Any]:
+    """How recon rendered the splats while fitting them (what a viewer needs to match its renders)."""
+    from recon.render.constants import LOW_PASS
+
+    return {"splats": "isotropic 3D Gaussians, EWA splatting", "screen_low_pass_px2": LOW_PASS,
+            "opacity_compensation": False,
+            "note": f"the classic 3DGS blur: {LOW_PASS} px^2 added to every screen covariance, opacities not rescaled "
+                    "(gsplat antialiased=False); viewers with another blur render the splats softer or sharper"}
+
+
+def write_ply(scene: DeformableScene, folder: Path, fps: float | None, source: str, time_unit: str, world: bool,
+              times: np.ndarray | None = None, meta: dict[str, Any] | None = None, fps_source: str | None = None) -> Path:
     """Write ``folder/ply/frame_XXXX.ply`` (one per grid time: ``canonical + dp_j^t``, without the
     per-view offsets) and ``folder/ply/sequence.json``; returns ``folder/ply``.
 
     ``world``: positions are in the world of the input cameras (``scene.to_world``); otherwise in
-    the central camera's coordinates at the reference time (``to_world`` is then the identity)."""
+    the central camera's coordinates at the reference time (``to_world`` is then the identity).
+    ``times`` (float64, the grid's) default to the scene's float32 copy; ``meta`` (the grid's)
+    gives the world's up axis and units when it states them (:func:`world_frame`)."""
     from recon.io.ply import write_ply_sequence
 
     sp = scene.splats
     frames = [scene.positions_at(j).cpu() for j in range(scene.num_times)]
     return write_ply_sequence(
         folder, frames, sp.log_scales.detach().cpu(), sp.opacity_logits.detach().cpu(), sp.rgb().detach().cpu(),
-        times=scene.times.double().numpy(), fps=fps, source=source, time_unit=time_unit,
+        times=scene.times.double().numpy() if times is None else np.asarray(times, np.float64), fps=fps, source=source,
+        time_unit=time_unit, world=world_frame(scene, meta), render=render_convention(),
+        fps_source=fps_source or "outputs.fps of the run's config (a playback default, not the capture's rate)",
         meta={"positions": "canonical + dp_j^t (temporal deformation); per-view offsets dp_i^v are NOT included "
                            "(they compensate input inconsistency between views, not scene motion)",
               "coordinates": "world of the input cameras" if world else
@@ -215,7 +249,7 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
         files["preview_video"] = Path(written).name
     if oc.ply:
         write_ply(scene, run_dir, fps=oc.fps, source=str(grid.source), time_unit=str(grid.meta.get("time_unit", "s")),
-                  world=grid.cameras.w2c is not None)
+                  world=grid.cameras.w2c is not None, times=grid.times, meta=grid.meta)
         files["ply"] = "ply/sequence.json"
     metrics["files"] = files
     if "background" in grid.meta:  # what the images were composited on, and what the renders are

@@ -45,7 +45,8 @@ SH_C0 = 0.28209479177387814
 
 SEQUENCE_FORMAT = "recon-ply-sequence"
 SEQUENCE_VERSION = 1
-COORDINATES = "OpenCV world of the input cameras: x right, y down, z forward (camera looks along +z)"
+COORDINATES = ("right-handed world of the input cameras, whose poses are OpenCV (camera x right, y down, z forward); "
+               "the world's up axis is world.up")
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -387,6 +388,9 @@ def write_ply_sequence(
     source: str | None = None,
     time_unit: str = "s",
     meta: dict[str, Any] | None = None,
+    world: dict[str, Any] | None = None,
+    fps_source: str | None = None,
+    render: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``folder/ply/frame_0000.ply ...`` and ``folder/ply/sequence.json``; returns ``folder/ply``.
 
@@ -404,11 +408,16 @@ def write_ply_sequence(
         source: What the sequence was reconstructed from (stored in the manifest).
         time_unit: Unit of ``times`` ("s" or "normalised").
         meta: Free JSON-able extra fields for the manifest.
+        world: The world frame (``up`` unit vector and where it comes from, handedness, units).
+        fps_source: Where ``fps`` comes from (the capture, or a playback default).
+        render: How the splats were rendered when they were fitted (low-pass, compensation), so a
+            viewer can match.
 
     Manifest ``sequence.json``: ``format`` ("recon-ply-sequence"), ``version``, ``count`` (T),
     ``num_gaussians`` (N), ``frames`` (file names), ``times``, ``time_unit``, ``fps``,
-    ``sh_degree``, ``layout`` (graphdeco), ``isotropic``, ``coordinates`` (OpenCV world, y down),
-    ``shared_attributes``, ``source``, ``recon_version``, ``meta``.
+    ``sh_degree``, ``layout`` (graphdeco), ``isotropic``, ``coordinates``, ``world``,
+    ``fps_source``, ``render``, ``shared_attributes``, ``source``, ``recon_version``, ``meta``.
+    ``times`` are written at the precision given (float64 from a grid).
     """
     from recon import __version__
 
@@ -446,6 +455,9 @@ def write_ply_sequence(
         "layout": "graphdeco 3DGS binary_little_endian float32: " + " ".join(names),
         "isotropic": bool(np.all(table[:, s0:s0 + 1] == table[:, s0:s0 + 3])),
         "coordinates": COORDINATES,
+        "world": world or {"up": None, "up_source": "unknown", "handedness": "right-handed", "units": "unknown"},
+        "fps_source": fps_source,
+        "render": render,
         "shared_attributes": "all but x y z are identical in every frame",
         "source": source,
         "recon_version": __version__,
