@@ -38,3 +38,16 @@ def test_sequence_json_world_frame_on_the_bundled_sample(tmp_path):
     assert "playback default" in man["fps_source"]
     assert man["render"]["screen_low_pass_px2"] == LOW_PASS and man["render"]["opacity_compensation"] is False
     assert "world.up" in man["coordinates"]
+
+
+def test_metrics_say_which_geometry_they_describe(tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    run = tmp_path / "run"
+    assert main(["reconstruct", "--out", str(run), "--config", str(cfg), "--device", "cpu"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert "dp_i^v" in m["geometry"]
+    ex = m["exported_geometry"]
+    assert "no per-view offsets" in ex["what"] and ex["train_psnr_mean"] > 5 and ex["heldout_psnr_mean"] > 5
+    # the model with offsets and colour response fits its training cells at least as well as the export
+    assert m["train"]["psnr_mean"] >= ex["train_psnr_mean"] - 0.5

@@ -63,12 +63,13 @@ def floater_report(grid: FrameGrid, canonical_means: Tensor, tol: float) -> dict
     return {"floaters": count_floaters(scene, X, float(grid.times[grid.ref_time]), tol), "floater_tol": tol}
 
 
-def iter_renders(scene: DeformableScene, cells: list[tuple[int, int]], backend: str = "auto", view_offsets: bool = True):
+def iter_renders(scene: DeformableScene, cells: list[tuple[int, int]], backend: str = "auto", view_offsets: bool = True,
+                 appearance: bool = True):
     """Yield ``((view, time), rgb [H, W, 3])`` in [0, 1] (CPU) for ``cells``, rendered
     :data:`RENDER_BATCH` at a time (a large grid is never held as float renders)."""
     for k in range(0, len(cells), RENDER_BATCH):
         batch = cells[k:k + RENDER_BATCH]
-        rgb, _, _, _ = scene.render(batch, backend=backend, view_offsets=view_offsets)
+        rgb, _, _, _ = scene.render(batch, backend=backend, view_offsets=view_offsets, appearance=appearance)
         for c, im in zip(batch, rgb.clamp(0, 1).cpu()):
             yield c, im
 
@@ -132,6 +133,19 @@ def contact_sheet(grid: FrameGrid, renders: dict, metrics: dict, cells: list[tup
         ImageDraw.Draw(caption).text((3, 1), text, fill=(235, 235, 235))
         rows += [np.asarray(caption), tile]
     return np.concatenate(rows, axis=0)
+
+
+@torch.no_grad()
+def exported_metrics(grid: FrameGrid, scene: DeformableScene, held: set, backend: str = "auto") -> dict[str, Any]:
+    """PSNR of the exported geometry (what ``ply/`` holds: canonical + dp_j^t, no per-view offsets,
+    no per-camera colour response) in every grid cell, as means over train / held-out cells."""
+    per: dict[str, list[float]] = {"train": [], "heldout": []}
+    cells = [(i, j) for i in range(grid.num_views) for j in range(grid.num_times)]
+    for (i, j), im in iter_renders(scene, cells, backend, view_offsets=False, appearance=False):
+        gt = torch.from_numpy(grid.images[i, j]).float().div_(255.0)
+        per["heldout" if (i, j) in held else "train"].append(psnr(im, gt))
+    return {"what": "canonical + dp_j^t (the .ply sequence): no per-view offsets dp_i^v, no per-camera colour response",
+            **{f"{k}_psnr_mean": (float(np.mean(v)) if v else None) for k, v in per.items()}}
 
 
 def _u8(x: Tensor) -> np.ndarray:
@@ -219,6 +233,9 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
             if i in pviews or (i, j) in contact:
                 kept[(i, j)] = _u8(im)
     metrics: dict[str, Any] = summarise(cells, grid, held)
+    metrics["geometry"] = ("cells / train / heldout: the fitted model as it renders each grid cell: canonical + dp_i^v "
+                           "+ dp_j^t (with the per-view offsets) and each camera's colour response")
+    metrics["exported_geometry"] = exported_metrics(grid, scene, held_set, config.backend)
     pv = pviews[0]
     frames = []
     for j in ptimes:
