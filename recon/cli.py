@@ -31,6 +31,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+CONFIG_COMMANDS = ("reconstruct", "batch")
+"""Commands that take any config field as a dotted flag (``--deform.iterations 3000``) on top of
+``--config FILE`` (:func:`recon.config.split_config_flags`)."""
+
+
 def available_commands() -> dict[str, Callable]:
     out: dict[str, Callable] = {}
     for name, target in COMMANDS.items():
@@ -54,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("RECON_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     try:
+        from recon.config import set_cli_overrides, split_config_flags
+
+        overrides: dict = {}
+        if argv and argv[0] in CONFIG_COMMANDS:
+            argv, overrides = split_config_flags(argv)
+        set_cli_overrides(overrides)
         cmds = available_commands()
         tyro.extras.subcommand_cli_from_dict(cmds, prog="recon", args=argv, description=__doc__.split("\n")[0])
     except InputError as e:

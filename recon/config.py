@@ -236,3 +236,79 @@ def config_from_dict(data: dict[str, Any], base: ReconstructConfig | None = None
 def load_config_file(path: Path, base: ReconstructConfig | None = None) -> ReconstructConfig:
     """Overrides from a JSON file (same nesting as ``config.json``)."""
     return config_from_dict(S.read_json(path, what="config file"), base, str(path))
+
+
+# --- config fields as command-line flags ---------------------------------------------------------
+_CLI_OVERRIDES: list[dict[str, Any]] = [{}]
+FLAT_FLAGS = ("threads", "backend")
+"""Top-level config fields that are flags of their own name (the others have command options)."""
+
+
+def parse_value(key: str, text: str) -> Any:
+    """A command-line value for config field ``key`` (dotted) -> the JSON value its spec checks:
+    true/false for booleans, numbers, ``null`` / ``none`` for optional fields, comma-separated
+    integers for lists, anything else as a string."""
+    import json
+
+    hint = config_fields()[key]
+    low = text.strip().lower()
+    if low in ("null", "none") and type(None) in typing.get_args(hint):
+        return None
+    if hint is bool:
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        return text
+    if typing.get_origin(hint) is list:
+        try:
+            return [int(x) for x in text.replace(" ", "").split(",") if x]
+        except ValueError:
+            return text
+    if hint in (int, float):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def split_config_flags(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Take ``--section.field VALUE`` / ``--section.field=VALUE`` (any :class:`ReconstructConfig`
+    field, dotted as in config.json, and the top-level ``--threads`` / ``--backend``; ``seed`` and
+    the holdout lists have the commands' own ``--seed`` / ``--holdout``) out of ``argv``; returns
+    the rest and the overrides as a nested dict (checked later by :func:`config_from_dict`, which
+    names the flag's key)."""
+    fields = {k for k in config_fields() if "." in k or k in FLAT_FLAGS}
+    rest: list[str] = []
+    nested: dict[str, Any] = {}
+    k = 0
+    while k < len(argv):
+        tok = argv[k]
+        name, eq, val = tok[2:].partition("=") if tok.startswith("--") else ("", "", "")
+        key = name.replace("-", "_")
+        if key in fields:
+            if not eq:
+                if k + 1 >= len(argv):
+                    raise InputError("expected a value after the flag", field=tok)
+                val = argv[k + 1]
+                k += 1
+            d = nested
+            *parents, leaf = key.split(".")
+            for p in parents:
+                d = d.setdefault(p, {})
+            d[leaf] = parse_value(key, val)
+        else:
+            rest.append(tok)
+        k += 1
+    return rest, nested
+
+
+def set_cli_overrides(overrides: dict[str, Any]) -> None:
+    """What :func:`recon.cli.main` took off the command line (see :func:`split_config_flags`)."""
+    _CLI_OVERRIDES[0] = overrides
+
+
+def cli_overrides() -> dict[str, Any]:
+    """The ``--section.field`` flags of this invocation, as a nested dict (empty when none)."""
+    return _CLI_OVERRIDES[0]

@@ -201,3 +201,75 @@ def test_resume_refuses_a_bad_checkpoint_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "canonical.safetensors" in err[0] and "missing tensor" in err[0], err
     assert (run / "run.json").read_bytes() == before
+
+
+def _other_value(key, hint, default):
+    """A valid value different from ``default`` for config field ``key``, as command-line text."""
+    import typing
+
+    spec = field_spec(key, hint)
+    spec = getattr(spec, "spec", spec)  # Optional -> inner
+    if isinstance(spec, S.Bool):
+        return str(not default).lower(), (not default)
+    if isinstance(spec, S.Str):
+        if spec.choices:
+            v = next(c for c in spec.choices if c != default)
+            return v, v
+        return "some/path.npz", "some/path.npz"
+    if isinstance(spec, S.List):
+        return "1,2", [1, 2]
+    if isinstance(spec, S.Int):
+        lo, hi = spec.min if spec.min is not None else 0, spec.max if spec.max is not None else 2**31 - 1
+        v = default + 1 if default + 1 <= hi else max(lo, default - 1)
+        return str(v), v
+    lo = spec.min if spec.min is not None else (spec.gt if spec.gt is not None else 0.0)
+    hi = spec.max if spec.max is not None else max(1.0, 2 * default + 1)
+    v = round((default + (hi if default < hi else lo)) / 2 if default != 0 else min(hi, 0.5), 6)
+    if spec.gt is not None and v <= spec.gt:
+        v = (spec.gt + hi) / 2
+    return repr(float(v)), float(v)
+
+
+def test_every_config_field_is_a_command_line_flag():
+    from recon.config import FLAT_FLAGS, split_config_flags
+
+    defaults = dataclasses.asdict(ReconstructConfig())
+    argv, want = ["reconstruct", "in"], {}
+    for key, hint in config_fields().items():
+        if "." not in key and key not in FLAT_FLAGS:
+            continue  # seed / holdout_views / holdout_times: --seed and --holdout
+        d = defaults
+        for p in key.split("."):
+            d = d[p]
+        text, value = _other_value(key, hint, d)
+        argv += [f"--{key}", text]
+        want[key] = value
+    rest, nested = split_config_flags(argv)
+    assert rest == ["reconstruct", "in"]
+    cfg = dataclasses.asdict(config_from_dict(nested, source="command line"))
+    for key, value in want.items():
+        got = cfg
+        for p in key.split("."):
+            got = got[p]
+        assert got == value, (key, got, value)
+    assert len(want) == len(config_fields()) - 3  # all but seed, holdout_views, holdout_times
+
+
+def test_config_flags_land_in_config_json_on_top_of_the_file(tmp_path, capsys):
+    from recon.io.gridfolder import write_grid
+    from recon.synth import make_grid
+
+    grid = write_grid(make_grid("orbit", views=3, frames=2, size=(16, 16), seed=1, supersample=1), tmp_path / "g")
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"prune": {"iterations": 2}, "deform": {"iterations": 4, "warmup": 1, "mlp_width": 8,
+                                                                       "mlp_depth": 1}, "outputs": {"preview_video": False}}))
+    run = tmp_path / "run"
+    assert main(["reconstruct", str(grid), "--out", str(run), "--config", str(cfg), "--device", "cpu",
+                 "--deform.iterations", "6", "--prune.enabled=false", "--threads", "1"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["deform"]["iterations"] == 6 and saved["prune"]["enabled"] is False and saved["threads"] == 1
+    assert saved["deform"]["mlp_width"] == 8  # the file's value stays where no flag overrides it
+    capsys.readouterr()
+    assert main(["reconstruct", str(grid), "--out", str(tmp_path / "r2"), "--deform.iterations", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[deform.iterations]" in err[0], err

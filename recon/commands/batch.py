@@ -34,8 +34,10 @@ def batch(
         inputs: Grid folders, Panoptic folders, transforms json, video folders, or .txt files
             listing them (one per line, # comments).
         out: The batch folder.
-        config: JSON config overrides applied to every run (as `recon reconstruct --config`);
-            a rerun without it keeps the batch's (DIR/batch_config.json).
+        config: JSON config overrides applied to every run (as `recon reconstruct --config`),
+            and any config field as a dotted flag on top (--deform.iterations 3000, as for
+            `recon reconstruct`); a rerun without either keeps the batch's (DIR/batch_config.json).
+            Each run's threads are --cpus-per-task.
         seed: Random seed of every run.
         holdout: Held-out cells of every run, views=...,times=... (as `recon reconstruct`).
         eval_split: The standard protocol's evaluation split for every run (e.g. test).
@@ -81,10 +83,13 @@ def batch(
         raise InputError(f"input does not exist ({len(missing)} of {len(items)} missing)", missing[0])
     cfg_file = out / "batch_config.json"  # what every new run starts from: the --config overrides + its threads
     threads = max(1, int(cpus_per_task))
-    if config is not None or not cfg_file.is_file():
-        base = config_to_dict(load_config_file(config)) if config is not None else {}
+    from recon.config import ReconstructConfig, cli_overrides, config_from_dict
+
+    if config is not None or cli_overrides() or not cfg_file.is_file():
+        cfg = load_config_file(config) if config is not None else ReconstructConfig()
+        cfg = config_from_dict(cli_overrides(), cfg, "command line")  # --section.field flags on top
         out.mkdir(parents=True, exist_ok=True)
-        write_json(cfg_file, {**base, "threads": threads})
+        write_json(cfg_file, {**config_to_dict(cfg), "threads": threads})
     else:  # a rerun without --config continues with the batch's own config
         load_config_file(cfg_file)
 

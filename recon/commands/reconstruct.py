@@ -66,7 +66,10 @@ def reconstruct(
         seed: Random seed (default 0, or the --config file's).
         resume: Continue the run in --out: finished stages are loaded from their checkpoints, its
             saved config is used (INPUT defaults to the run's input).
-        config: JSON file of config overrides (nested like the run's config.json).
+        config: JSON file of config overrides (nested like the run's config.json). Any config
+            field is also a flag, dotted as in config.json, applied on top of this file: e.g.
+            --deform.iterations 3000 --prune.enabled false --tracking.tracks rig (see
+            recon/config.py and a run's config.json for the fields).
         holdout: Held-out cells as views=...,times=... (the cross product), e.g. views=7,times=3,6.
         no_view_offsets: Ablation: no per-view offsets dp_i^v (tracked nor learned).
         no_prune: Ablation: skip floater pruning.
@@ -117,6 +120,9 @@ def reconstruct(
     if no_prune:
         flags["prune"] = {"enabled": False}
     cfg = config_from_dict(flags, cfg, "command line")
+    from recon.config import cli_overrides
+
+    cfg = config_from_dict(cli_overrides(), cfg, "command line")  # --section.field flags, on top of --config
     load_opts = {k: v for k, v in load.items() if k != "eval_split"}
     protocol = None
     if load.get("eval_split") is not None:
