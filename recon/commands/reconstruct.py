@@ -122,6 +122,9 @@ def reconstruct(
     cfg = config_from_dict(flags, cfg, "command line")
     from recon.config import cli_overrides
 
+    if resume and (cli_overrides() or config is not None):
+        raise InputError("a resumed run keeps its saved config.json; drop --config and the config flags, or start "
+                         "a new run with another --out", field="--resume")
     cfg = config_from_dict(cli_overrides(), cfg, "command line")  # --section.field flags, on top of --config
     load_opts = {k: v for k, v in load.items() if k != "eval_split"}
     protocol = None
