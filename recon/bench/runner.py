@@ -241,7 +241,7 @@ half and three quarters of the way from the first grid camera to the last)."""
 def novel_views(scene) -> np.ndarray:
     """``uint8 [H, 3W, 3]``: three novel-view frames of a fitted scene, side by side (cameras
     between the grid's, time frozen; the exported geometry, no per-view offsets)."""
-    from recon.commands.render import render_path
+    from recon.render.paths import render_path
 
     frames, _ = render_path(scene, "bullet-time", scene.num_views // 2, 0, None, NOVEL_SWEEP, progress=False)
     return np.concatenate(list(frames[1:4]), axis=1)

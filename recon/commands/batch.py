@@ -56,7 +56,7 @@ def batch(
 
     from rich.console import Console
 
-    from recon.batch import Job, execute, list_inputs, reconstruct_job, run_names, run_state
+    from recon.batch import Job, execute, list_inputs, reconstruct_job, run_metrics, run_names, run_state
     from recon.config import config_to_dict, load_config_file
     from recon.io.atomic import check_writable, write_json, write_text
 
@@ -101,8 +101,6 @@ def batch(
         state = run_state(run)
         rows[name] = {"input": str(p), "run": str(run), "status": "skipped" if state == "done" else "queued"}
         if state == "done":
-            from recon.batch import run_metrics
-
             rows[name].update(run_metrics(run), note="finished before; not re-run")
             continue
         argv = [str(p), "--out", str(run), "--device", device]

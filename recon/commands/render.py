@@ -3,14 +3,9 @@ the scene as a video (``--path orbit|bullet-time|spiral|grid-views --out video.m
 
 from __future__ import annotations
 
-import time as _time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from recon.errors import InputError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
 
@@ -90,6 +85,8 @@ def render(
     check_writable(out)
     scene = load_run_scene(run, resolve_device(device))
     _check_cell(scene, view, time)
+    from recon.render.paths import render_path
+
     frames, seconds_taken = render_path(scene, path, view, time, size, max(1, round(fps * seconds)))
     _write_frames(out, frames, fps)
     print(f"{out} ({len(frames)} frames at {frames.shape[2]}x{frames.shape[1]}, {len(frames) / seconds_taken:.1f} frames/s)")
@@ -100,39 +97,6 @@ def _check_cell(scene, view: int, time: int) -> None:
         raise InputError(f"view {view} outside [0, {scene.num_views})", field="--view")
     if not 0 <= time < scene.num_times:
         raise InputError(f"time {time} outside [0, {scene.num_times})", field="--time")
-
-
-def render_path(scene, path: str, view: int, time: int, size: tuple[int, int] | None, n: int,
-                progress: bool = True) -> tuple[np.ndarray, float]:
-    """Render ``n`` frames of camera path ``path`` (:mod:`recon.render.paths`) -> (``uint8
-    [n, h, w, 3]``, seconds the rendering took). Frozen-time paths deform the splats once."""
-    import numpy as np
-    import torch
-    from rich.progress import Progress
-
-    from recon.io import check_memory
-    from recon.render.paths import camera_path, path_intrinsics, rig_of
-
-    H, W = scene.size
-    h, w = (int(size[0]), int(size[1])) if size is not None else (H, W)
-    check_memory(n * h * w * 3 + h * w * 64, f"{n} video frames at {w}x{h}", None, hint="use a smaller --size or --seconds")
-    rig = rig_of(scene.poses.cpu().numpy(), central=view, points=scene.splats.means.detach().cpu().numpy())
-    K = path_intrinsics(scene.Ks[view, time].cpu().numpy(), (H, W), (h, w))
-    times = scene.times.cpu().numpy()
-    cams = camera_path(path, rig, K, n, times, time=float(times[time]))
-    out = np.zeros((len(cams), h, w, 3), np.uint8)
-    cache: dict[float, torch.Tensor] = {}
-    t0 = _time.perf_counter()
-    with torch.no_grad(), Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"render {path}", total=len(cams))
-        for k, c in enumerate(cams):
-            if c.time not in cache:
-                cache.clear()
-                cache[c.time] = scene.means_at_time(c.time)
-            rgb = scene.render_camera(torch.from_numpy(c.w2c), torch.from_numpy(c.K), (h, w), c.time, means=cache[c.time])
-            out[k] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-            bar.advance(task)
-    return out, max(_time.perf_counter() - t0, 1e-9)
 
 
 def _write_frames(out: Path, frames, fps: float) -> None:
@@ -166,12 +130,10 @@ def load_run_scene(run: Path, device):
     if info.get("stages", {}).get("deform", {}).get("status") != "done" or not ck.is_file():
         raise InputError("the run's deform stage has not finished; resume it with recon reconstruct --resume --out RUN", run)
     from recon.io import check_memory
+    from recon.render.paths import RENDER_BYTES_PER_PIXEL
 
     scene = DeformableScene.load(ck, device)
     H, W = scene.size
     check_memory(H * W * RENDER_BYTES_PER_PIXEL, f"rendering a {W}x{H} image", ck)
     return scene
 
-
-RENDER_BYTES_PER_PIXEL = 64
-"""Memory one rendered pixel takes at most (colour, alpha, depth and the kernel's per-pixel state)."""

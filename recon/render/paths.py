@@ -19,16 +19,25 @@ Paths (``PATHS``):
 * ``spiral``: time plays from the first to the last frame while the camera circles the central
   camera's position (radius a tenth of its distance to the centre), looking at the centre;
 * ``grid-views``: time plays while the camera moves through the grid's cameras in azimuth order.
+
+:func:`render_path` renders a path with a fitted scene (``recon render --path``, the bench's
+novel-view frames).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from recon.model.scene import DeformableScene
+
 PATHS = ("orbit", "bullet-time", "spiral", "grid-views")
+RENDER_BYTES_PER_PIXEL = 64
+"""Memory one rendered pixel takes at most (colour, alpha, depth and the kernel's per-pixel state)."""
 
 
 @dataclass
@@ -181,3 +190,36 @@ def path_intrinsics(K: np.ndarray, size: tuple[int, int], out: tuple[int, int]) 
     h, w = out
     f = float(K[0, 0]) * w / W
     return np.array([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
+
+
+def render_path(scene: DeformableScene, path: str, view: int, time: int, size: tuple[int, int] | None, n: int,
+                progress: bool = True) -> tuple[np.ndarray, float]:
+    """Render ``n`` frames of camera path ``path`` (:mod:`recon.render.paths`) -> (``uint8
+    [n, h, w, 3]``, seconds the rendering took). Frozen-time paths deform the splats once."""
+    from time import perf_counter
+
+    import torch
+    from rich.progress import Progress
+
+    from recon.io import check_memory
+
+    H, W = scene.size
+    h, w = (int(size[0]), int(size[1])) if size is not None else (H, W)
+    check_memory(n * h * w * 3 + h * w * RENDER_BYTES_PER_PIXEL, f"{n} video frames at {w}x{h}", None, hint="use a smaller --size or --seconds")
+    rig = rig_of(scene.poses.cpu().numpy(), central=view, points=scene.splats.means.detach().cpu().numpy())
+    K = path_intrinsics(scene.Ks[view, time].cpu().numpy(), (H, W), (h, w))
+    times = scene.times.cpu().numpy()
+    cams = camera_path(path, rig, K, n, times, time=float(times[time]))
+    out = np.zeros((len(cams), h, w, 3), np.uint8)
+    cache: dict[float, torch.Tensor] = {}
+    t0 = perf_counter()
+    with torch.no_grad(), Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"render {path}", total=len(cams))
+        for k, c in enumerate(cams):
+            if c.time not in cache:
+                cache.clear()
+                cache[c.time] = scene.means_at_time(c.time)
+            rgb = scene.render_camera(torch.from_numpy(c.w2c), torch.from_numpy(c.K), (h, w), c.time, means=cache[c.time])
+            out[k] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+            bar.advance(task)
+    return out, max(perf_counter() - t0, 1e-9)
