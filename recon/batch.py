@@ -164,7 +164,7 @@ def run_state(run: Path) -> str:
     if not f.is_file():
         return "new"
     try:
-        from recon.pipeline import STAGES, RunFolder
+        from recon.run import STAGES, RunFolder
 
         info = RunFolder.read_info(run)
     except InputError:

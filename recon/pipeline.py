@@ -18,10 +18,8 @@ Held-out cells (``holdout_views`` x ``holdout_times``) are never rendered during
 held out at the reference time is *unseen*: it is also left out of tracking and pruning and is
 rendered from its given camera (real rigs' test cameras).
 
-Run folder layout: ``run.json`` (format, version, command, input, seed, device, per-stage status,
-seconds and report), ``config.json`` (the full :class:`ReconstructConfig`), ``checkpoints/``,
-``ply/`` (``frame_0000.ply ...`` + ``sequence.json``), ``renders/``, ``preview.png``,
-``preview.mp4`` (or .gif), ``metrics.json``.
+Run folder layout, stage statuses and checkpoints: :mod:`recon.run` (every stage, ``outputs``
+included, runs through its :class:`~recon.run.StageRunner`).
 
 Determinism: every stage seeds torch from ``seed`` and the stage's index, torch runs with
 ``config.threads`` threads, and every stage continues from what the previous one *saved*, so a
@@ -34,39 +32,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from recon.config import (  # noqa: F401  (re-exported: the config used to live here)
-    OutputConfig,
-    ReconstructConfig,
-    check_config,
-    TrackConfig,
-    config_from_dict,
-    config_to_dict,
-    load_config_file,
-    resolve_threads,
-)
-from recon import schema as S
+from recon.config import ReconstructConfig, resolve_threads
 from recon.errors import InputError
 from recon.fit.canonical import Canonical, build_canonical
 from recon.fit.deform import fit_deform, scene_from_canonical
 from recon.fit.monocular import init_monocular, is_monocular, reference_window
 from recon.fit.prune import prune_floaters
 from recon.grid import FrameGrid
-from recon.io.atomic import atomic_path, sweep_temporaries, write_json
-from recon.model.scene import SCENE_TENSORS, DeformableScene
+from recon.io.atomic import write_json
+from recon.model.scene import DeformableScene
+from recon.run import STAGES, RunFolder, StageRunner, load_checkpoint, open_run
 from recon.tracking.types import Tracks
 
-RUN_FORMAT = "recon-run"
-RUN_VERSION = 1
-STAGES = ("tracks", "canonical", "prune", "deform", "outputs")
 
 
 @dataclass
@@ -89,86 +73,6 @@ class Progress:
     def stage_advance(self, name: str, done: int, total: int, loss: float | None = None) -> None: ...
 
     def stage_end(self, name: str, seconds: float, loaded: bool) -> None: ...
-
-
-# --- run folder -----------------------------------------------------------------------------
-STATUSES = ("pending", "running", "done", "failed", "interrupted")
-RUN_SCHEMA = S.Obj({
-    "format": S.Str((RUN_FORMAT,)),
-    "version": S.Int(),
-    "input": S.Optional(S.Str()),
-    "load": S.Optional(S.Obj({"views": S.Optional(S.List(S.Int(min=0))), "frames": S.Optional(S.Str()),
-                              "scale": S.Num(gt=0.0, max=8.0), "split": S.Str()}, optional=("frames", "views"),
-                             defaults={"scale": 1.0, "split": "train"})),
-    "stages": S.Obj({name: S.Obj({"status": S.Str(STATUSES)}, defaults={"status": "pending"}) for name in STAGES},
-                    defaults={name: {"status": "pending"} for name in STAGES}),
-}, optional=("input", "load"))
-"""``run.json``: what a reader of a run folder relies on (the rest is free-form, kept as is)."""
-
-
-class RunFolder:
-    """``run.json`` bookkeeping and checkpoint paths of one run folder."""
-
-    def __init__(self, path: Path, info: dict[str, Any]):
-        self.path = Path(path)
-        self.info = info
-
-    @staticmethod
-    def read_info(path: Path) -> dict[str, Any]:
-        """``run.json`` of the run folder ``path``, checked against :data:`RUN_SCHEMA`."""
-        f = Path(path) / "run.json"
-        info = S.read_json(f, what="run.json")
-        if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
-            raise InputError(f"not a recon run folder (format {info.get('format') if isinstance(info, dict) else None!r})", f, "format")
-        if info.get("version") != RUN_VERSION:
-            raise InputError(f"run folder version {info.get('version')!r} is not supported by this recon "
-                             f"(expects {RUN_VERSION}); start a new run with another --out", f, "version")
-        return S.check(info, RUN_SCHEMA, f)
-
-    def checkpoint(self, stage: str) -> Path:
-        return self.path / "checkpoints" / f"{stage}.safetensors"
-
-    def status(self, stage: str) -> str:
-        return self.info["stages"].get(stage, {}).get("status", "pending")
-
-    def set(self, stage: str, **kw: Any) -> None:
-        """Update ``stage``'s entry of run.json (atomically); a running stage records the pid of
-        the process that runs it (a stage left "running" by a killed process is resumable)."""
-        entry = self.info["stages"].setdefault(stage, {})
-        entry.pop("pid", None)
-        if kw.get("status") == "running":
-            kw = {**kw, "pid": os.getpid()}
-        entry.update(kw)
-        self.info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        write_json(self.path / "run.json", self.info)
-
-
-def open_run(run_dir: Path, resume: bool, header: dict[str, Any], config: ReconstructConfig) -> tuple[RunFolder, ReconstructConfig]:
-    """Create a new run folder or reopen one for ``resume``; returns it and the config to use
-    (a resumed run keeps its saved config). Never deletes anything already there."""
-    run_dir = Path(run_dir)
-    if (run_dir / "run.json").exists():
-        info = RunFolder.read_info(run_dir)
-        if not resume:
-            raise InputError("run folder already exists; pass --resume to continue it, or choose another --out", run_dir)
-        config = load_config_file(run_dir / "config.json")
-        sweep_temporaries(run_dir)  # half-written files of a killed process (never under a final name)
-        info.update({k: v for k, v in header.items() if k in ("device",)})
-        info.setdefault("resumed", 0)
-        info["resumed"] += 1
-        return RunFolder(run_dir, info), config
-    if resume:
-        raise InputError("nothing to resume: no run.json in this folder", run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise InputError("output exists and is not an empty folder nor a recon run; choose another --out", run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"format": RUN_FORMAT, "version": RUN_VERSION, **header, "seed": config.seed,
-            "threads": resolve_threads(config.threads),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {s: {"status": "pending"} for s in STAGES}}
-    write_json(run_dir / "config.json", config_to_dict(config))
-    run = RunFolder(run_dir, info)
-    run.set("tracks", status="pending")
-    return run, config
 
 
 def holdout_cells(grid: FrameGrid, config: ReconstructConfig, source: str | None = None) -> list[tuple[int, int]]:
@@ -199,67 +103,6 @@ def holdout_cells(grid: FrameGrid, config: ReconstructConfig, source: str | None
 def unseen_views(grid: FrameGrid, config: ReconstructConfig) -> list[int]:
     """Views held out at the reference time: excluded from tracking (see :func:`holdout_cells`)."""
     return sorted({int(v) for v in config.holdout_views}) if grid.ref_time in config.holdout_times else []
-
-
-# --- checkpoints ----------------------------------------------------------------------------
-def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"format": RUN_FORMAT, "version": str(RUN_VERSION), **{k: json.dumps(v) for k, v in meta.items()}})
-
-
-SPLATS_TENSORS = {k: v for k, v in SCENE_TENSORS.items() if k.startswith("splats.")}
-CANONICAL_TENSORS = {**SPLATS_TENSORS, "view_offsets": ("N", "V", 3), "poses": ("V", "T", 4, 4),
-                     "frame_points": ("N", "W", 3), "visible": ("N", "W"), "seed_view": ("N",)}
-CHECKPOINT_TENSORS: dict[str, dict[str, tuple]] = {
-    "tracks": {"points": ("N", "W", 3), "visible": ("N", "W"), "colors": ("N", 3), "seed_view": ("N",),
-               "time_points?": ("N", "T", 3), "time_visible?": ("N", "T")},
-    "canonical": CANONICAL_TENSORS,
-    "prune": CANONICAL_TENSORS,
-    "deform": SCENE_TENSORS,
-}
-"""The tensors each stage's checkpoint must hold (see :func:`recon.schema.check_tensors`): N
-splats or tracks, V views and T times of the grid, W tracked views (V less the unseen ones)."""
-
-
-def _load(path: Path, stage: str | None = None, dims: dict[str, int] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a stage checkpoint; with ``stage``, check its tensors (:data:`CHECKPOINT_TENSORS`)
-    against ``dims`` (``V``, ``T`` of the grid)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-            t = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, RuntimeError, ValueError, SafetensorError) as e:
-        raise InputError(f"unreadable checkpoint ({e}); re-run without --resume in a new folder", path) from None
-    if raw.get("format") != RUN_FORMAT or raw.get("version") != str(RUN_VERSION):
-        raise InputError(f"checkpoint from an incompatible recon (version {raw.get('version')!r})", path, "version")
-    try:
-        meta = {k: json.loads(v) for k, v in raw.items() if k not in ("format", "version")}
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise InputError(f"checkpoint metadata is not JSON ({e})", path, "metadata") from None
-    report = meta.get("report")
-    if stage is not None and not (isinstance(report, dict) and report.get("skipped")):
-        S.check_tensors(t, CHECKPOINT_TENSORS[stage], path, dims)
-        if stage in ("canonical", "prune") and not isinstance(meta.get("pose_source"), str):
-            raise InputError("missing pose_source (not a checkpoint of this stage)", path, "metadata.pose_source")
-    return t, meta
-
-
-def _tracks_tensors(tr: Tracks) -> dict[str, torch.Tensor]:
-    t = {"points": tr.points, "visible": tr.visible.to(torch.uint8), "colors": tr.colors, "seed_view": tr.seed_view}
-    if tr.time_points is not None:
-        t["time_points"] = tr.time_points
-        t["time_visible"] = tr.time_visible.to(torch.uint8)
-    return t
-
-
-def _tracks_from(t: dict[str, torch.Tensor]) -> Tracks:
-    return Tracks(points=t["points"], visible=t["visible"].bool(), colors=t["colors"], seed_view=t["seed_view"],
-                  time_points=t.get("time_points"), time_visible=t["time_visible"].bool() if "time_visible" in t else None)
 
 
 # --- the pipeline ---------------------------------------------------------------------------
@@ -310,7 +153,7 @@ def reconstruct(
         dims = {"V": grid.num_views, "W": len(tracked_views), "T": grid.num_times}
         for name in STAGES[:-1]:
             if run.status(name) == "done" and run.checkpoint(name).is_file():
-                _load(run.checkpoint(name), name, dims)
+                load_checkpoint(run.checkpoint(name), name, dims)
     progress.run_start(Path(run_dir), resume)
     tgrid = grid.subset(views=tracked_views) if len(tracked_views) < grid.num_views else grid
     threads = torch.get_num_threads()
@@ -327,41 +170,13 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
     from recon.fit import evaluate
 
     train = [(i, j) for i in range(grid.num_views) for j in range(grid.num_times) if (i, j) not in held]
-    reports: dict[str, Any] = {}
-
-    def stage(name: str, k: int, compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        ck = run.checkpoint(name)
-        dims = {"V": grid.num_views, "W": len(tracked_views), "T": grid.num_times}
-        if run.status(name) == "done" and ck.is_file():
-            progress.stage_start(name, None)
-            t, meta = _load(ck, name, dims)
-            progress.stage_end(name, 0.0, True)
-            reports[name] = run.info["stages"][name].get("report", {})
-            return t, meta
-        torch.manual_seed(config.seed * 1000 + k)
-        np.random.seed((config.seed * 1000 + k) % 2**32)
-        run.set(name, status="running")
-        t0 = time.perf_counter()
-        try:
-            tensors, meta = compute()
-            _save(ck, tensors, meta)
-        except KeyboardInterrupt:
-            run.set(name, status="interrupted")
-            raise
-        except BaseException as e:
-            run.set(name, status="failed", error=str(e)[:500])
-            raise
-        seconds = time.perf_counter() - t0
-        report = meta.get("report", {})
-        run.set(name, status="done", seconds=round(seconds, 3), report=report)
-        reports[name] = report
-        progress.stage_end(name, seconds, False)
-        return _load(ck, name, dims)  # continue from what was saved: resumed and uninterrupted runs agree
+    runner = StageRunner(run, config.seed, {"V": grid.num_views, "W": len(tracked_views), "T": grid.num_times}, progress)
+    stage, reports = runner.checkpointed, runner.reports
 
     tc = config.tracking
     mono = is_monocular(grid, tracked_views)
     if mono:
-        return _run_monocular(grid, held, train, config, run, device, progress, stage, reports)
+        return _run_monocular(grid, held, train, config, runner, device, progress)
 
     def do_tracks():
         from recon.tracking import build_tracks
@@ -369,11 +184,11 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
         progress.stage_start("tracks", None)
         tr = build_tracks(tgrid, depth=tc.depth, tracks=tc.tracks, tracks_path=tc.tracks_path, depth_path=tc.depth_path,
                           keyframes=tc.keyframes, stride=tc.stride, device=device)
-        return _tracks_tensors(tr), {"report": {"points": tr.num_points, "visible_fraction": float(tr.visible.float().mean()),
+        return tr.tensors(), {"report": {"points": tr.num_points, "visible_fraction": float(tr.visible.float().mean()),
                                                 "source": tr.source}}
 
     t, _ = stage("tracks", 1, do_tracks)
-    tracks = _tracks_from(t)
+    tracks = Tracks.from_tensors(t)
 
     def do_canonical():
         progress.stage_start("canonical", None)
@@ -416,10 +231,10 @@ def _run_stages(grid: FrameGrid, tgrid: FrameGrid, tracked_views: list[int], hel
         rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
                          lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held,
                          background=config.monocular)
-        return scene.tensors(), {"field": scene.field_config(), "size": list(scene.size), "report": rep}
+        return scene.tensors(), {**scene.meta(), "report": rep}
 
     stage("deform", 4, do_deform)
-    return _outputs(grid, held, config, run, device, progress, reports)
+    return _outputs(grid, held, config, runner, device, progress)
 
 
 SKIPPED_MONOCULAR = {
@@ -430,8 +245,9 @@ SKIPPED_MONOCULAR = {
 
 
 def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tuple[int, int]], config: ReconstructConfig,
-                   run: RunFolder, device: torch.device, progress: Progress, stage: Callable, reports: dict[str, Any]) -> Result:
+                   runner: StageRunner, device: torch.device, progress: Progress) -> Result:
     """Stages of a monocular grid (module docstring): tracks and prune skipped, carved canonical splats."""
+    stage = runner.checkpointed
     def skipped(name: str) -> Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]:
         def compute():
             progress.stage_start(name, None)
@@ -469,38 +285,33 @@ def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tup
         rep["monocular"] = ("one view per time: no view offsets dp_i^v (tracked or learned), no per-camera colour "
                             "response, no time-smoothness term, no opacity resets; static warm-up on the reference "
                             "window's frames")
-        return scene.tensors(), {"field": scene.field_config(), "size": list(scene.size), "report": rep}
+        return scene.tensors(), {**scene.meta(), "report": rep}
 
     stage("deform", 4, do_deform)
-    return _outputs(grid, held, config, run, device, progress, reports)
+    return _outputs(grid, held, config, runner, device, progress)
 
 
-def _outputs(grid: FrameGrid, held: list[tuple[int, int]], config: ReconstructConfig, run: RunFolder, device: torch.device,
-             progress: Progress, reports: dict[str, Any]) -> Result:
-    """The outputs stage (renders, previews, .ply, metrics.json); a finished one is read back."""
+def _outputs(grid: FrameGrid, held: list[tuple[int, int]], config: ReconstructConfig, runner: StageRunner,
+             device: torch.device, progress: Progress) -> Result:
+    """The outputs stage (renders, previews, .ply, metrics.json, the last one written)."""
     from recon.fit import evaluate
 
+    run = runner.run
     scene = DeformableScene.load(run.checkpoint("deform"), device)
-    if run.status("outputs") != "done" or not (run.path / "metrics.json").is_file():
-        run.set("outputs", status="running")
+
+    def compute() -> dict[str, Any]:
         progress.stage_start("outputs", None)
         t0 = time.perf_counter()
-        try:
-            with torch.no_grad():
-                metrics = evaluate.write_outputs(grid, scene, run.path, held, config, reports,
-                                                 {s: run.info["stages"][s].get("seconds") for s in STAGES[:-1]})
-        except KeyboardInterrupt:
-            run.set("outputs", status="interrupted")
-            raise
-        seconds = time.perf_counter() - t0
-        metrics["seconds"]["outputs"] = round(seconds, 3)
+        with torch.no_grad():
+            metrics = evaluate.write_outputs(grid, scene, run.path, held, config, runner.reports,
+                                             {s: run.info["stages"][s].get("seconds") for s in STAGES[:-1]})
+        metrics["seconds"]["outputs"] = round(time.perf_counter() - t0, 3)
         # flat summary keys (read by `recon info RUN`)
         metrics.update(psnr_train=metrics["train"]["psnr_mean"], psnr_holdout=metrics["heldout"]["psnr_mean"],
                        ssim_holdout=metrics["heldout"]["ssim_mean"], num_gaussians=metrics["gaussians"]["final"],
                        stage_seconds=metrics["seconds"])
         write_json(run.path / "metrics.json", metrics)
-        run.set("outputs", status="done", seconds=round(seconds, 3))
-        progress.stage_end("outputs", seconds, False)
-    else:
-        metrics = json.loads((run.path / "metrics.json").read_text())
+        return metrics
+
+    metrics = runner.files("outputs", 5, run.path / "metrics.json", compute, lambda f: json.loads(f.read_text()))
     return Result(run.path, metrics, scene)

@@ -877,7 +877,7 @@ def run_dir(tmp_path_factory) -> Path:
     from recon.model.deform import DeformField
     from recon.model.scene import DeformableScene
     from recon.model.splats import Splats
-    from recon.pipeline import RUN_FORMAT, RUN_VERSION, STAGES, RunFolder
+    from recon.run import RUN_FORMAT, RUN_VERSION, STAGES, RunFolder
 
     run = tmp_path_factory.mktemp("fuzz_run") / "run"
     run.mkdir()
@@ -930,7 +930,7 @@ def ply_files(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def ply_sequence_dir(tmp_path_factory) -> Path:
-    from recon.io.ply import read_ply_sequence, write_ply_sequence
+    from recon.io.plyseq import read_ply_sequence, write_ply_sequence
 
     d = tmp_path_factory.mktemp("fuzz_seq")
     rng = np.random.default_rng(1)
@@ -1017,7 +1017,7 @@ def test_fuzz_run_json(run_dir: Path, fuzz_env, one_torch_thread) -> None:
 
     from recon.commands.export import export
     from recon.commands.render import load_run_scene
-    from recon.pipeline import RunFolder
+    from recon.run import RunFolder
 
     rng = _rng("run")
     src = run_dir / "run.json"
@@ -1075,7 +1075,7 @@ def test_fuzz_gaussian_ply(ply_files: list[Path], fuzz_env) -> None:
 
 
 def test_fuzz_ply_sequence(ply_sequence_dir: Path, fuzz_env) -> None:
-    from recon.io.ply import read_ply_sequence
+    from recon.io.plyseq import read_ply_sequence
 
     rng = _rng("ply_sequence")
     man = json.loads((ply_sequence_dir / "sequence.json").read_text())

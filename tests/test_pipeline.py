@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from recon.errors import InputError
-from recon.pipeline import RUN_VERSION, Progress, ReconstructConfig, config_from_dict, reconstruct
+from recon.config import ReconstructConfig, config_from_dict
+from recon.pipeline import Progress, reconstruct
+from recon.run import RUN_VERSION
 
 TINY = {"prune": {"iterations": 8}, "deform": {"iterations": 24, "warmup": 4, "mlp_width": 32, "mlp_depth": 2},
         "holdout_views": [3], "holdout_times": [2], "threads": 1}

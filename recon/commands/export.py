@@ -27,7 +27,7 @@ def export(run: Path, /, format: str = "ply", out: Path | None = None) -> None:
     scene = load_run_scene(run, torch.device("cpu"))
     from recon.config import load_config_file
     from recon.io.atomic import check_writable
-    from recon.pipeline import RunFolder
+    from recon.run import RunFolder
 
     info = RunFolder.read_info(run)
     fps = load_config_file(run / "config.json").outputs.fps if (run / "config.json").is_file() else None

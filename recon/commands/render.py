@@ -119,7 +119,7 @@ def _write_frames(out: Path, frames, fps: float) -> None:
 def load_run_scene(run: Path, device):
     """The fitted :class:`~recon.model.scene.DeformableScene` of a run folder (InputError if unfinished)."""
     from recon.model.scene import DeformableScene
-    from recon.pipeline import RunFolder
+    from recon.run import RunFolder
 
     if not run.is_dir():
         raise InputError("run folder does not exist", run)

@@ -86,8 +86,9 @@ class Viewer:
 
         w = max_side if aspect >= 1 else max(16, round(max_side * aspect))
         h = max(16, round(w / aspect)) if aspect >= 1 else max_side
-        f = 0.5 * h / math.tan(0.5 * fov_y)
-        K = torch.tensor([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
+        from recon.grid import fov_intrinsics
+
+        K = torch.from_numpy(fov_intrinsics(h, w, math.degrees(fov_y), axis="y")).float()
         w2c = torch.from_numpy(np.linalg.inv(c2w)).float()
         t = float(self.scene.times[time])
         with self.lock, torch.no_grad():
@@ -153,7 +154,7 @@ def view(run: Path, /, port: int = 8080, host: str = "127.0.0.1", camera: int | 
     from recon.commands.render import load_run_scene
     from recon.config import load_config_file
     from recon.device import resolve_device
-    from recon.pipeline import RunFolder
+    from recon.run import RunFolder
 
     run = Path(run)
     if not 1 <= int(port) <= 65535:

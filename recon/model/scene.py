@@ -8,7 +8,6 @@ positions without view offsets (``positions_at``) for export. Saved as one safet
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,10 @@ class DeformableScene:
         self.poses = poses.float()
         self.Ks = Ks.float()
         self.times = times.float()
+        """``[T]`` float32: the times the temporal MLP sees."""
+        self.source_times = times.detach().cpu().double()
+        """``[T]`` float64: the same times at the precision they were given (the grid's; saved in
+        the checkpoint, so an export writes the source's times, not their float32 copies)."""
         self.size = (int(size[0]), int(size[1]))
         self.to_world = torch.eye(4) if to_world is None else to_world.float()
         """[4, 4] canonical -> world (the inverse of the central camera's w2c when cameras are known)."""
@@ -123,44 +126,33 @@ class DeformableScene:
     def tensors(self) -> dict[str, Tensor]:
         out = {f"splats.{k}": v for k, v in self.splats.tensors().items()}
         out.update({f"field.{k}": v.detach().cpu().contiguous() for k, v in self.field.state_dict().items()})
-        out.update(poses=self.poses.cpu(), Ks=self.Ks.cpu(), times=self.times.cpu(), to_world=self.to_world.cpu())
+        out.update(poses=self.poses.cpu(), Ks=self.Ks.cpu(), times=self.source_times, to_world=self.to_world.cpu())
         if self.background is not None:
             out["background"] = self.background.cpu()
         if self.appearance is not None:
             out.update({f"appearance.{k}": v.detach().cpu() for k, v in self.appearance.state_dict().items()})
         return {k: v.contiguous() for k, v in out.items()}
 
-    def save(self, path: Path) -> None:
-        """Write a safetensors file atomically (field hyper-parameters and image size in the metadata)."""
-        from safetensors.torch import save_file
+    def meta(self) -> dict[str, Any]:
+        """The checkpoint metadata of this scene (the field's hyper-parameters, the image size)."""
+        return {"field": self.field_config(), "size": list(self.size)}
 
-        from recon.io.atomic import atomic_path
+    def save(self, path: Path, **meta: Any) -> None:
+        """Write the scene checkpoint (:func:`recon.io.checkpoint.write_checkpoint`; ``meta``, e.g.
+        a stage report, is added to :meth:`meta`)."""
+        from recon.io.checkpoint import write_checkpoint
 
-        meta = {"field": json.dumps(self.field_config()), "size": json.dumps(list(self.size))}
-        with atomic_path(path) as tmp:
-            save_file(self.tensors(), str(tmp), metadata=meta)
+        write_checkpoint(path, self.tensors(), {**self.meta(), **meta})
 
     @classmethod
     def load(cls, path: Path, device: torch.device = torch.device("cpu")) -> "DeformableScene":
         """Read a scene checkpoint (:meth:`save`, or a run's ``checkpoints/deform.safetensors``);
         its tensors and metadata are checked (:data:`SCENE_TENSORS`, :data:`SCENE_META`) first."""
-        from safetensors import SafetensorError, safe_open
-
         from recon import schema as S
+        from recon.io.checkpoint import read_checkpoint
 
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                t = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-            raise InputError(f"not a readable scene checkpoint ({e})", path) from None
-        head = {}
-        for key in ("field", "size"):
-            try:
-                head[key] = json.loads(meta[key]) if key in meta else None
-            except (json.JSONDecodeError, RecursionError):
-                raise InputError("metadata is not JSON", path, f"metadata.{key}") from None
-        head = S.check(head, SCENE_META, path, "metadata")
+        t, meta = read_checkpoint(path, "expected a recon scene checkpoint (.safetensors)", legacy=True)
+        head = S.check({key: meta.get(key) for key in ("field", "size")}, SCENE_META, path, "metadata")
         fc, size = head["field"], tuple(head["size"])
         S.check_tensors(t, SCENE_TENSORS, path)
         splats = Splats.from_tensors(t, "splats.", str(path)).to(device)

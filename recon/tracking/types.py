@@ -29,8 +29,10 @@ class Tracks:
     seed_view: torch.Tensor
     """[P] int64: the keyframe view the track was seeded in."""
     time_points: torch.Tensor | None = None
-    """Optional [P, T, 3]: position over time in the central view's camera coordinates (for the
-    deformation stage's initialisation/regularisation); None when only freeze-time tracks exist."""
+    """Optional [P, T, 3]: position over time in the central view's camera coordinates; None when
+    only freeze-time tracks exist. No pipeline stage reads them (the temporal MLP is fitted by the
+    rendering loss), so the pipeline does not compute them; ``build_tracks(with_time=True)`` does,
+    for analysis and for tracks files."""
     time_visible: torch.Tensor | None = None
     """Optional [P, T] bool, visibility for ``time_points``."""
     source: str = ""
@@ -41,6 +43,22 @@ class Tracks:
         assert self.visible.shape == (P, V), f"visible {tuple(self.visible.shape)} != {(P, V)}"
         assert self.colors.shape == (P, 3), f"colors {tuple(self.colors.shape)} != {(P, 3)}"
         assert self.seed_view.shape == (P,), f"seed_view {tuple(self.seed_view.shape)} != {(P,)}"
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors of the tracks checkpoint (bool as uint8; time tracks when present)."""
+        t = {"points": self.points, "visible": self.visible.to(torch.uint8), "colors": self.colors,
+             "seed_view": self.seed_view}
+        if self.time_points is not None:
+            t["time_points"] = self.time_points
+            t["time_visible"] = self.time_visible.to(torch.uint8)
+        return t
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], source: str = "") -> "Tracks":
+        """Inverse of :meth:`tensors`."""
+        return cls(points=t["points"], visible=t["visible"].bool(), colors=t["colors"], seed_view=t["seed_view"],
+                   time_points=t.get("time_points"),
+                   time_visible=t["time_visible"].bool() if "time_visible" in t else None, source=source)
 
     @property
     def num_points(self) -> int:
