@@ -1,6 +1,7 @@
 // Torch-level entry points of the compositing kernels (recon._C). The projection of the
-// Gaussians happens in PyTorch (recon/render/projection.py) and is shared by all backends;
-// these functions composite the projected 2D splats front to back and differentiate that.
+// Gaussians runs in PyTorch (recon/render/projection.py) for the torch and cuda backends and in
+// C++ for the cpu backend (project_cpu.cpp, tested against projection.py); these functions
+// composite the projected 2D splats front to back and differentiate that.
 //
 // Shapes (C cameras, N splats, D colour channels, H x W pixels, E tile-splat intersections):
 //   means2d [C,N,2] f32, conics [C,N,3] f32, opacities [C,N] f32, colors [C,N,D] f32,

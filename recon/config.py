@@ -143,20 +143,22 @@ LIMITS: dict[str, S.Spec] = {
 """Ranges that differ from the default (numbers >= 0, integers <= 2**31 - 1)."""
 
 CHOICES: dict[str, str] = {
-    "tracking.tracks": "recon.tracking.build:TRACK_SOURCES",
-    "tracking.depth": "recon.tracking.depth:PROVIDERS",
+    "tracking.tracks": "recon.tracking.build:track_source_names",
+    "tracking.depth": "recon.tracking.depth:provider_names",
     "canonical.offset_model": "recon.fit.canonical:OFFSET_MODELS",
     "deform.view_correction": "recon.fit.deform:VIEW_CORRECTIONS",
     "deform.mlp_activation": "recon.model.deform:ACTIVATIONS",
     "monocular.mlp_activation": "recon.model.deform:ACTIVATIONS",
-    "backend": "recon.render.backends:BACKENDS",
+    "backend": "recon.render.backends:backend_names",
 }
-"""String fields that must be one of a module's table ("module:NAME"; a dict's keys count)."""
+"""String fields that must be one of a module's table ("module:NAME"; a dict's keys count, a
+function is called), read when a config is checked, so a registered extension counts."""
 
 
 def _choices(key: str) -> tuple[str, ...]:
     mod, name = CHOICES[key].split(":")
-    return tuple(getattr(importlib.import_module(mod), name))
+    table = getattr(importlib.import_module(mod), name)
+    return tuple(table() if callable(table) else table)
 
 
 def field_spec(key: str, hint: Any) -> S.Spec:
@@ -312,3 +314,32 @@ def set_cli_overrides(overrides: dict[str, Any]) -> None:
 def cli_overrides() -> dict[str, Any]:
     """The ``--section.field`` flags of this invocation, as a nested dict (empty when none)."""
     return _CLI_OVERRIDES[0]
+
+
+def parse_holdout(spec: str, whole_views: bool = False) -> tuple[list[int], list[int]]:
+    """The one ``--holdout`` syntax: ``"views=7,times=3,6"`` -> ``([7], [3, 6])`` (the cells are
+    the cross product). ``whole_views`` (``recon bench``, which holds out whole cameras): only
+    ``views=...``, and the times are ``[]``."""
+    out: dict[str, list[int]] = {"views": [], "times": []}
+    key = None
+    for tok in [t.strip() for t in spec.replace(";", ",").replace(" ", ",").split(",") if t.strip()]:
+        if "=" in tok:
+            key, tok = (p.strip() for p in tok.split("=", 1))
+            if key not in out:
+                raise InputError(f"unknown key {key!r}; expected views=...,times=...", field="--holdout")
+            if not tok:
+                continue
+        if key is None:
+            raise InputError(f"expected views=...,times=..., got {spec!r}", field="--holdout")
+        try:
+            out[key].append(int(tok))
+        except ValueError:
+            raise InputError(f"expected integers, got {tok!r}", field="--holdout") from None
+    if whole_views:
+        if out["times"] or not out["views"]:
+            raise InputError(f"expected views=... (whole views are held out, at every time), got {spec!r}",
+                             field="--holdout")
+        return out["views"], []
+    if bool(out["views"]) != bool(out["times"]):
+        raise InputError("held-out cells are views x times: give both views=... and times=...", field="--holdout")
+    return out["views"], out["times"]

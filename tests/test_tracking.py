@@ -183,7 +183,7 @@ def test_keyframes_include_central_first():
 
 
 def test_gt_tracks_exact_and_visibility_by_surface(grid):
-    tr = build_tracks(grid)  # auto: a synthetic grid -> gt
+    tr = build_tracks(grid, with_time=True)  # auto: a synthetic grid -> gt
     V, r = grid.num_views, grid.ref_time
     P, vis = tr.points.numpy().astype(np.float64), tr.visible.numpy()
     assert tr.points.shape[1] == V and vis[np.arange(len(P)), tr.seed_view.numpy()].all()
@@ -216,7 +216,7 @@ def test_gt_tracks_exact_and_visibility_by_surface(grid):
 
 
 def test_flow_tracks_close_to_gt_and_fb_drops_occluded(grid):
-    tr = build_tracks(grid, depth="gt", tracks="flow")
+    tr = build_tracks(grid, depth="gt", tracks="flow", with_time=True)
     V, r, c = grid.num_views, grid.ref_time, grid.central_view
     P, vis, seed = tr.points.numpy().astype(np.float64), tr.visible.numpy(), tr.seed_view.numpy()
     rel = _rel(grid)
@@ -246,7 +246,7 @@ def test_flow_tracks_close_to_gt_and_fb_drops_occluded(grid):
 
 
 def test_tracks_file_round_trip(grid, tmp_path):
-    tr = build_tracks(grid, tracks="gt", stride=6)
+    tr = build_tracks(grid, tracks="gt", stride=6, with_time=True)
     path = write_tracks(tmp_path / "tracks.npz", tr)
     back = read_tracks(path, grid)
     for name in ("points", "visible", "colors", "seed_view", "time_points", "time_visible"):
@@ -305,7 +305,7 @@ def test_bad_grids_are_input_errors(grid):
 def test_rig_tracks_with_exact_depth_match_gt_tracks(grid):
     """Rig tracks (depth + given poses, no flow) with the exact depth are the GT freeze-time tracks;
     with noisy depth they move by about the noise, and without poses they are refused."""
-    from recon.tracking.gt import rig_tracks
+    from recon.tracking.rig import rig_tracks
 
     r = grid.ref_time
     gt = build_tracks(grid, tracks="gt", with_time=False)

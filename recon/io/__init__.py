@@ -1,4 +1,4 @@
-"""Readers and writers. :func:`load_grid` detects the input kind and dispatches.
+"""Readers and writers. :func:`load_grid` detects the input kind and dispatches (:data:`READERS`).
 
 Input kinds (see each module for its layout):
 
@@ -38,7 +38,9 @@ class LoadOptions:
     """For multi-split datasets: Panoptic train, test or all (both, merged by camera id);
     D-NeRF picks ``transforms_<split>.json`` (train, val, test) when given a folder."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> "LoadOptions":
+        """Raise :class:`InputError` (naming the flag) for a bad selection; returns ``self``.
+        Every reader checks its options first (the command line builds them unchecked)."""
         import math
 
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) \
@@ -52,6 +54,7 @@ class LoadOptions:
                 raise InputError(f"views repeat in {list(self.views)}", field="--views")
         if not isinstance(self.split, str) or not self.split:
             raise InputError(f"expected a split name, got {self.split!r}", field="--split")
+        return self
 
 
 def parse_frames(spec: str | None, n: int, field: str = "--frames") -> list[int]:
@@ -75,51 +78,94 @@ def parse_frames(spec: str | None, n: int, field: str = "--frames") -> list[int]
     return idx
 
 
+@dataclass(frozen=True)
+class Reader:
+    """One input kind: how to recognise it and how to read it (a row of :data:`READERS`)."""
+
+    detect: Callable[[Path], bool]
+    """``path`` (an existing file or folder) -> whether it is this kind."""
+    read: Callable[[Path, LoadOptions], FrameGrid]
+    """``(path, options) -> FrameGrid`` with ``options`` applied (see :func:`apply_options`)."""
+    layout: str
+    """What the kind looks like on disk (named in the 'unrecognised input' message)."""
+    splits: bool = False
+    """Whether ``LoadOptions.split`` means something for this kind."""
+    protocol: Callable[[Path, LoadOptions, str, str], tuple[FrameGrid, dict]] | None = None
+    """The train/test protocol of ``--eval-split`` (:mod:`recon.io.protocol`):
+    ``(path, options, train_split, eval_split) -> (grid, info)``; None: the kind has none."""
+
+
+def _read_gridfolder(path: Path, options: LoadOptions) -> FrameGrid:
+    from recon.io.gridfolder import read_grid
+
+    return apply_options(read_grid(path), options, path)
+
+
+def _read_panoptic(path: Path, options: LoadOptions) -> FrameGrid:
+    from recon.io.panoptic import read_panoptic
+
+    return read_panoptic(path, options)
+
+
+def _read_transforms(path: Path, options: LoadOptions) -> FrameGrid:
+    from recon.io.nerfstudio import read_transforms
+
+    return read_transforms(path, options)
+
+
+def _read_videos(path: Path, options: LoadOptions) -> FrameGrid:
+    from recon.io.video import read_videos
+
+    return read_videos(path, options)
+
+
+def _protocol(name: str) -> Callable[[Path, LoadOptions, str, str], tuple[FrameGrid, dict]]:
+    def run(path: Path, options: LoadOptions, train: str, ev: str) -> tuple[FrameGrid, dict]:
+        from recon.io import protocol
+
+        return getattr(protocol, name)(path, options, train, ev)
+    return run
+
+
+READERS: dict[str, Reader] = {
+    "grid": Reader(lambda p: p.is_dir() and (p / "grid.json").is_file(), _read_gridfolder, "grid.json"),
+    "panoptic": Reader(lambda p: p.is_dir() and ((p / "train_meta.json").is_file() or (p / "test_meta.json").is_file()),
+                       _read_panoptic, "train_meta.json", splits=True, protocol=_protocol("panoptic_protocol")),
+    "nerfstudio": Reader(lambda p: p.suffix.lower() == ".json" if p.is_file()
+                         else any(f.is_file() for f in p.glob("transforms*.json")),
+                         _read_transforms, "transforms*.json", splits=True, protocol=_protocol("dnerf_protocol")),
+    "videos": Reader(lambda p: p.is_dir() and any(f.suffix.lower() in VIDEO_EXTS for f in p.iterdir() if f.is_file()),
+                     _read_videos, "videos"),
+}
+"""Input kinds, tried in this order by :func:`detect_kind` (the first that matches reads). A new
+input format is one module with its ``read(path, options)`` plus one row here."""
+
+
 def detect_kind(path: str | os.PathLike) -> str:
-    """Return the input kind of ``path`` (see module docstring) or raise InputError."""
+    """Return the input kind of ``path`` (a key of :data:`READERS`) or raise InputError."""
     p = Path(path)
     if not p.exists():
         raise InputError("path does not exist", p)
+    for kind, reader in READERS.items():
+        if reader.detect(p):
+            return kind
     if p.is_file():
-        if p.suffix.lower() == ".json":
-            return "nerfstudio"
         raise InputError("expected a folder or a transforms json", p)
-    if (p / "grid.json").is_file():
-        return "grid"
-    if (p / "train_meta.json").is_file() or (p / "test_meta.json").is_file():
-        return "panoptic"
-    if any(f.is_file() for f in p.glob("transforms*.json")):
-        return "nerfstudio"
-    if any(f.suffix.lower() in VIDEO_EXTS for f in p.iterdir() if f.is_file()):
-        return "videos"
     if not any(p.iterdir()):
         raise InputError("folder is empty", p)
-    raise InputError("unrecognised input: expected grid.json, train_meta.json, transforms*.json or videos", p)
+    layouts = [r.layout for r in READERS.values()]
+    raise InputError(f"unrecognised input: expected {', '.join(layouts[:-1])} or {layouts[-1]}", p)
 
 
 def load_grid(path: str | os.PathLike, options: LoadOptions | None = None) -> FrameGrid:
     """Read any supported input into a :class:`FrameGrid`, applying ``options`` (selection, scale)."""
-    options = options or LoadOptions()
+    options = (options or LoadOptions()).check()
     kind = detect_kind(path)
-    if kind in ("grid", "videos") and options.split != "train":
-        raise InputError(f"a {kind} input has no splits (--split is for Panoptic and D-NeRF / nerfstudio inputs)", path,
-                         "--split")
-    if kind == "grid":
-        from recon.io.gridfolder import read_grid
-
-        grid = read_grid(path)
-        return apply_options(grid, options, Path(path))
-    if kind == "panoptic":
-        from recon.io.panoptic import read_panoptic
-
-        return read_panoptic(path, options)
-    if kind == "nerfstudio":
-        from recon.io.nerfstudio import read_transforms
-
-        return read_transforms(path, options)
-    from recon.io.video import read_videos
-
-    return read_videos(path, options)
+    reader = READERS[kind]
+    if not reader.splits and options.split != "train":
+        split_kinds = " and ".join(k for k, r in READERS.items() if r.splits)
+        raise InputError(f"a {kind} input has no splits (--split is for {split_kinds} inputs)", path, "--split")
+    return reader.read(Path(path), options)
 
 
 def apply_options(grid: FrameGrid, options: LoadOptions, src: Path) -> FrameGrid:

@@ -46,7 +46,7 @@ import numpy as np
 
 from recon import schema as S
 from recon.errors import InputError
-from recon.grid import Cameras, FrameGrid
+from recon.grid import Cameras, FrameGrid, focal_from_fov
 from recon.io import LoadOptions, central_camera, parse_frames, read_image_grid, scale_intrinsics, scaled_size
 
 VIEW_KEYS = ("camera_id", "camera_idx", "cam_id", "view_id", "camera")
@@ -155,8 +155,8 @@ class _Frame:
             fx = float(d["fl_x"])
             fy = float(d.get("fl_y", fx))
         else:
-            fx = 0.5 * w / math.tan(0.5 * d["camera_angle_x"])
-            fy = 0.5 * h / math.tan(0.5 * d["camera_angle_y"]) if "camera_angle_y" in d else fx
+            fx = focal_from_fov(w, d["camera_angle_x"])
+            fy = focal_from_fov(h, d["camera_angle_y"]) if "camera_angle_y" in d else fx
         return np.array([[fx, 0.0, float(d.get("cx", w / 2))], [0.0, fy, float(d.get("cy", h / 2))], [0.0, 0.0, 1.0]])
 
     def pose_key(self) -> np.ndarray:
@@ -235,7 +235,7 @@ def read_transforms(path: str | os.PathLike, options: LoadOptions | None = None)
     ``path`` is the json or its folder. Only selected frames are decoded. Raises
     :class:`InputError` naming the json and field (``frames[i].transform_matrix`` ...) or the image.
     """
-    options = options or LoadOptions()
+    options = (options or LoadOptions()).check()
     src = resolve_transforms(path, options.split or "train")
     head = S.read_json(src, what="transforms json")
     if not isinstance(head, dict):

@@ -28,7 +28,6 @@ How it maps onto a :class:`~recon.grid.FrameGrid`:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -114,7 +113,7 @@ def read_panoptic(path: str | os.PathLike, options: LoadOptions | None = None) -
     and field for missing or malformed json fields, NaN or singular cameras, a camera count that
     changes over time, unknown camera ids, and missing or wrongly sized image files.
     """
-    options = options or LoadOptions()
+    options = (options or LoadOptions()).check()
     root = Path(path)
     if not root.is_dir():
         raise InputError("path does not exist" if not root.exists() else "expected a Panoptic folder", root)

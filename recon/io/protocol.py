@@ -33,10 +33,7 @@ from typing import Any
 
 from recon.errors import InputError
 from recon.grid import FrameGrid
-from recon.io import LoadOptions, detect_kind
-
-PROTOCOL_KINDS = ("panoptic", "nerfstudio")
-"""Input kinds with a train/test protocol."""
+from recon.io import READERS, LoadOptions, detect_kind
 EXTRAPOLATION = 0.05
 """Evaluation times may lie outside the training time range by this fraction of its length."""
 
@@ -45,20 +42,20 @@ def load_protocol(path: str | os.PathLike, options: LoadOptions, eval_split: str
     """Read ``path`` with the cameras of ``options.split`` (training) and of ``eval_split``
     (evaluation); returns the grid and ``{"split", "train_split", "views", "camera_ids"}`` where
     ``views`` are the grid's view indices of the evaluation cameras."""
+    options.check()
     kind = detect_kind(path)
-    if kind not in PROTOCOL_KINDS:
-        raise InputError(f"--eval-split is supported for {', '.join(PROTOCOL_KINDS)} inputs, not {kind} "
+    if READERS[kind].protocol is None:
+        kinds = ", ".join(k for k, r in READERS.items() if r.protocol is not None)
+        raise InputError(f"--eval-split is supported for {kinds} inputs, not {kind} "
                          "(use --holdout views=...,times=... to hold out cells)", path, "--eval-split")
     train = (options.split or "train").lower()
     ev = eval_split.lower()
     if ev == train:
         raise InputError(f"the evaluation split {ev!r} is also the training split", path, "--eval-split")
-    if kind == "nerfstudio":
-        return _transforms(Path(path), options, train, ev)
-    return _panoptic(Path(path), options, train, ev)
+    return READERS[kind].protocol(Path(path), options, train, ev)
 
 
-def _transforms(root: Path, options: LoadOptions, train: str, ev: str) -> tuple[FrameGrid, dict[str, Any]]:
+def dnerf_protocol(root: Path, options: LoadOptions, train: str, ev: str) -> tuple[FrameGrid, dict[str, Any]]:
     """The D-NeRF protocol (module docstring): train split + evaluation split as one monocular grid."""
     import numpy as np
 
@@ -126,7 +123,7 @@ def _transforms(root: Path, options: LoadOptions, train: str, ev: str) -> tuple[
                   "images": [files[order[k]] for k in held]}
 
 
-def _panoptic(root: Path, options: LoadOptions, train: str, ev: str) -> tuple[FrameGrid, dict[str, Any]]:
+def panoptic_protocol(root: Path, options: LoadOptions, train: str, ev: str) -> tuple[FrameGrid, dict[str, Any]]:
     from recon.io.panoptic import _Split, read_panoptic
 
     if ev not in ("train", "test") or train not in ("train", "test"):

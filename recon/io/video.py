@@ -43,7 +43,7 @@ import numpy as np
 
 from recon import schema as S
 from recon.errors import InputError
-from recon.grid import Cameras, FrameGrid
+from recon.grid import Cameras, FrameGrid, fov_intrinsics
 from recon.io import VIDEO_EXTS, LoadOptions, central_camera, parse_frames, resize_rgb, scale_intrinsics, scaled_size
 from recon.io.atomic import atomic_path
 
@@ -140,8 +140,7 @@ def _matrix(val: Any, n: int, src: Path, key: str) -> np.ndarray:
 def _fov_K(fov_deg: Any, W: int, H: int, src: Path | None, key: str) -> np.ndarray:
     if isinstance(fov_deg, bool) or not isinstance(fov_deg, (int, float)) or not 0 < fov_deg < 180:
         raise InputError(f"expected a horizontal field of view in degrees in (0, 180), got {fov_deg!r}", src, key)
-    f = 0.5 * W / math.tan(math.radians(fov_deg) / 2)
-    return np.array([[f, 0.0, W / 2], [0.0, f, H / 2], [0.0, 0.0, 1.0]])
+    return fov_intrinsics(H, W, float(fov_deg))
 
 
 def _cameras(folder: Path, vids: list[Path], W: int, H: int) -> tuple[np.ndarray, np.ndarray | None, float | None, dict]:
@@ -237,7 +236,7 @@ def _stop_of(spec: str | None) -> int | None:
 
 def read_videos(path: str | os.PathLike, options: LoadOptions | None = None) -> FrameGrid:
     """Read a folder of one video per view into a FrameGrid (see the module docstring for the layout)."""
-    options = options or LoadOptions()
+    options = (options or LoadOptions()).check()
     folder = Path(path)
     all_vids = list_videos(folder)
     sel = list(range(len(all_vids))) if options.views is None else list(options.views)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recon.render.backends import KernelComposite, ProjectCPU, select_backend
+from recon.render.backends import KernelComposite, ProjectCPU, renderer, select_backend
 from recon.render.projection import Projected, project
 from recon.render.reference import composite_reference
 
@@ -45,39 +45,35 @@ def rasterize(
     """
     C, N, D = _validate(means, log_scales, opacity_logits, colors, viewmats, Ks, width, height, background)
     chosen = select_backend(backend, means.device, means.dtype)
-    means_c = means.expand(C, N, 3) if means.dim() == 2 else means
-    # (one camera: a view whose backward is a view too, not the reduction an expand's backward runs)
-    colors_c = (colors.unsqueeze(0) if C == 1 else colors.expand(C, N, D)) if colors.dim() == 2 else colors
-
-    if chosen == "gsplat":
-        from recon.render.gsplat_adapter import rasterize_gsplat
-
-        rgb, alpha, depth, meta = rasterize_gsplat(means, log_scales, opacity_logits, colors, viewmats, Ks, width, height)
-    else:
-        if chosen == "cpu":  # the same projection, fused in C++
-            m2d, con, opac, z, box, radii, order, visible = ProjectCPU.apply(means, log_scales, opacity_logits, viewmats,
-                                                                              Ks, width, height)
-            proj = Projected(m2d, con, opac, z, box, radii, visible, order)
-        else:
-            proj = project(means_c, log_scales, opacity_logits, viewmats, Ks, width, height)
-        args = (proj.means2d, proj.conics, proj.opacities, colors_c, proj.depths, proj.bbox, proj.order, width, height)
-        if chosen == "torch":
-            rgb, alpha, depth = composite_reference(*args)
-        else:
-            rgb, alpha, depth = KernelComposite.apply(*args)
-        meta = {
-            "means2d": proj.means2d,
-            "radii": proj.radii,
-            "visible": proj.visible,
-            "depths": proj.depths,
-            "conics": proj.conics,
-            "opacities": proj.opacities,
-        }
+    rgb, alpha, depth, meta = renderer(chosen)(means, log_scales, opacity_logits, colors, viewmats, Ks, width, height,
+                                               chosen)
     meta["visible_count"] = meta["visible"].sum(dim=0)
     meta["backend"] = chosen
     if background is not None:
         bg = background.expand(C, D) if background.dim() == 1 else background
         rgb = rgb + (1.0 - alpha) * bg[:, None, None, :]
+    return rgb, alpha, depth, meta
+
+
+def render_projected(means: Tensor, log_scales: Tensor, opacity_logits: Tensor, colors: Tensor, viewmats: Tensor,
+                     Ks: Tensor, width: int, height: int, backend: str) -> tuple[Tensor, Tensor, Tensor, dict[str, Any]]:
+    """The render function of the ``torch``, ``cpu`` and ``cuda`` backends (arguments as
+    :func:`rasterize` takes them, validated): EWA projection (PyTorch; fused C++ for ``cpu``), then
+    front-to-back compositing (the PyTorch twin for ``torch``, recon._C's kernels otherwise)."""
+    C, N, D = viewmats.shape[0], log_scales.shape[0], colors.shape[-1]
+    means_c = means.expand(C, N, 3) if means.dim() == 2 else means
+    # (one camera: a view whose backward is a view too, not the reduction an expand's backward runs)
+    colors_c = (colors.unsqueeze(0) if C == 1 else colors.expand(C, N, D)) if colors.dim() == 2 else colors
+    if backend == "cpu":
+        m2d, con, opac, z, box, radii, order, visible = ProjectCPU.apply(means, log_scales, opacity_logits, viewmats,
+                                                                          Ks, width, height)
+        proj = Projected(m2d, con, opac, z, box, radii, visible, order)
+    else:
+        proj = project(means_c, log_scales, opacity_logits, viewmats, Ks, width, height)
+    args = (proj.means2d, proj.conics, proj.opacities, colors_c, proj.depths, proj.bbox, proj.order, width, height)
+    rgb, alpha, depth = composite_reference(*args) if backend == "torch" else KernelComposite.apply(*args)
+    meta = {"means2d": proj.means2d, "radii": proj.radii, "visible": proj.visible, "depths": proj.depths,
+            "conics": proj.conics, "opacities": proj.opacities}
     return rgb, alpha, depth, meta
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Callable
 
 import torch
 from torch import Tensor
-
-BACKENDS = ("auto", "torch", "cpu", "cuda", "gsplat")
-
 
 @functools.lru_cache(maxsize=1)
 def _extension() -> tuple[ModuleType | None, str]:
@@ -41,41 +40,92 @@ def _warn_once(message: str) -> None:
 _BUILD_HINT = "build it with `pip install --no-build-isolation -e .` in the repository root"
 
 
+@dataclass(frozen=True)
+class Backend:
+    """A row of :data:`BACKENDS`: where a rasterizer backend runs and whether it is here."""
+
+    render: str
+    """``"module:function"`` that renders (resolved when first used): ``(means_c [C, N, 3],
+    log_scales, opacity_logits, colors_c [C, N, D], viewmats, Ks, width, height, backend) ->
+    (rgb, alpha, depth, meta)`` with ``meta`` as :func:`recon.render.api.rasterize` documents."""
+    device: str
+    """The device type of the tensors it takes (``cpu``, ``cuda``; ``any`` for both)."""
+    available: Callable[[], str]
+    """``() -> ""`` when it can run here, else why not."""
+    float32_only: bool = True
+    """Compiled kernels are float32; the PyTorch twin also takes float64 (gradcheck)."""
+    auto_rank: int | None = None
+    """Order among the backends ``auto`` may pick (lowest first); None: only when asked for."""
+
+
+def _compiled(kind: str) -> str:
+    status = extension_status()
+    if status[kind]:
+        return ""
+    return f"rasterizer backend {kind!r} is not built here ({status['error'] or 'recon._C built without CUDA'}); {_BUILD_HINT}"
+
+
+def _gsplat_available() -> str:
+    import importlib.util
+
+    return "" if importlib.util.find_spec("gsplat") is not None else "gsplat is not installed (pip install gsplat)"
+
+
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend("recon.render.api:render_projected", "any", lambda: "", float32_only=False, auto_rank=2),
+    "cpu": Backend("recon.render.api:render_projected", "cpu", lambda: _compiled("cpu"), auto_rank=1),
+    "cuda": Backend("recon.render.api:render_projected", "cuda", lambda: _compiled("cuda"), auto_rank=0),
+    "gsplat": Backend("recon.render.gsplat_adapter:render_gsplat", "cuda", _gsplat_available),
+}
+"""Rasterizer backends by name; ``auto`` is the first available one by ``auto_rank`` for the
+tensors' device and dtype. A new backend is one module with its render function plus one row."""
+
+
+@functools.lru_cache(maxsize=None)
+def renderer(name: str) -> Callable:
+    """The render function of backend ``name`` (:attr:`Backend.render`)."""
+    import importlib
+
+    mod, fn = BACKENDS[name].render.split(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def backend_names() -> tuple[str, ...]:
+    """The values ``backend`` accepts: ``auto`` and the table's names."""
+    return ("auto", *BACKENDS)
+
+
 def select_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Resolve ``requested`` (one of BACKENDS) for tensors on ``device`` with ``dtype``.
+    """Resolve ``requested`` (``auto`` or a name of :data:`BACKENDS`) for tensors on ``device`` with ``dtype``.
 
     ``auto``: cuda for CUDA tensors when built, else cpu when built (float32 CPU tensors),
     else torch (with one warning when the reason is a missing extension). float64 inputs go
     to torch under ``auto`` (the kernels are float32), e.g. for gradcheck.
     """
-    if requested not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
-    status = extension_status()
+    if requested not in backend_names():
+        raise ValueError(f"backend must be one of {backend_names()}, got {requested!r}")
     if requested == "auto":
-        if dtype != torch.float32:
-            return "torch"
-        if device.type == "cuda":
-            if status["cuda"]:
-                return "cuda"
-            _warn_once(f"recon._C has no CUDA kernels ({status['error'] or 'built without CUDA'}); "
-                       "rasterizing CUDA tensors with the slow PyTorch twin")
-            return "torch"
-        if device.type == "cpu" and status["cpu"]:
-            return "cpu"
-        if device.type == "cpu":
-            _warn_once(f"recon._C is not available ({status['error']}); rasterizing with the slow PyTorch twin; "
-                       + _BUILD_HINT)
+        ranked = sorted((b.auto_rank, name) for name, b in BACKENDS.items() if b.auto_rank is not None)
+        for _, name in ranked:
+            b = BACKENDS[name]
+            if b.device not in ("any", device.type) or (b.float32_only and dtype != torch.float32):
+                continue
+            why = b.available()
+            if not why:
+                return name
+            if b.float32_only:  # a compiled backend that would have run these tensors is missing
+                _warn_once(f"{why.split('; ')[0]}; rasterizing {device.type} tensors with the slow PyTorch twin"
+                           + ("; " + _BUILD_HINT if device.type == "cpu" else ""))
         return "torch"
-    if requested in ("cpu", "cuda"):
-        if not status[requested]:
-            raise RuntimeError(f"rasterizer backend {requested!r} is not built here "
-                               f"({status['error'] or 'recon._C built without CUDA'}); {_BUILD_HINT}")
-        if device.type != requested:
-            raise ValueError(f"backend {requested!r} needs {requested} tensors, got tensors on {device}")
-        if dtype != torch.float32:
-            raise ValueError(f"backend {requested!r} needs float32 tensors, got {dtype}; use backend='torch' for float64")
-    if requested == "gsplat" and device.type != "cuda":
-        raise ValueError(f"backend 'gsplat' runs on CUDA tensors only, got tensors on {device}")
+    b = BACKENDS[requested]
+    if b.device not in ("any", device.type):
+        raise ValueError(f"backend {requested!r} runs on {b.device.replace('cuda', 'CUDA')} tensors only, "
+                         f"got tensors on {device}")
+    why = b.available()
+    if why:
+        raise RuntimeError(why)
+    if b.float32_only and dtype != torch.float32:
+        raise ValueError(f"backend {requested!r} needs float32 tensors, got {dtype}; use backend='torch' for float64")
     return requested
 
 

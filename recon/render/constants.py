@@ -21,7 +21,7 @@ SIGMA_CUT: float = 3.0
 """Footprint cut: a splat touches a pixel only where q <= SIGMA_CUT**2."""
 MAHALANOBIS_MAX: float = SIGMA_CUT * SIGMA_CUT
 
-# name in common.h -> name here (used by tests/test_render_constants.py)
+# name in common.h -> name here (tests/test_render_twin.py checks the header against these)
 HEADER_NAMES: dict[str, str] = {
     "kTileSize": "TILE_SIZE",
     "kAlphaMin": "ALPHA_MIN",

@@ -29,6 +29,12 @@ def _gsplat():
     return gsplat
 
 
+def render_gsplat(means: Tensor, log_scales: Tensor, opacity_logits: Tensor, colors: Tensor, viewmats: Tensor,
+                  Ks: Tensor, width: int, height: int, backend: str = "gsplat") -> tuple[Tensor, Tensor, Tensor, dict[str, Any]]:
+    """The render function of the ``gsplat`` backend (:data:`recon.render.backends.BACKENDS`)."""
+    return rasterize_gsplat(means, log_scales, opacity_logits, colors, viewmats, Ks, width, height)
+
+
 def rasterize_gsplat(
     means: Tensor,  # [N, 3] or [C, N, 3]
     log_scales: Tensor,  # [N]

@@ -1,8 +1,10 @@
 """EWA projection of isotropic 3D Gaussians to screen-space 2D Gaussians.
 
-Shared by every rasterizer backend (plain PyTorch, differentiable by autograd), so the
-cut-offs, footprints and depth order that the kernels and the PyTorch twin see are
-identical by construction; the backends differ only in how they composite.
+The projection of the ``torch`` and ``cuda`` backends (plain PyTorch, differentiable by
+autograd); the ``cpu`` backend runs the same maths fused in C++ (``cuda_ext/project_cpu.cpp``,
+compared with this module forward and backward in tests/test_render_cpu.py). The cut-offs,
+footprints and depth order of every backend are therefore the same; the compiled backends
+differ from the PyTorch twin in how they composite.
 
 Conventions: world-to-camera ``viewmats`` in OpenCV convention (x right, y down, z forward),
 intrinsics ``Ks`` in pixels, pixel (i, j) covers [i, i+1) x [j, j+1) so its centre is at

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,13 +14,11 @@ from recon.errors import InputError
 from recon.grid import FrameGrid
 from recon.tracking.types import Tracks
 
-TRACK_SOURCES = ("auto", "gt", "flow", "rig", "file")
-
-
 def resolve_track_source(grid: FrameGrid, tracks: str) -> str:
     """``auto`` -> ``gt`` when the grid carries synthetic surfaces and depth, else ``flow``."""
-    if tracks not in TRACK_SOURCES:
-        raise InputError(f"unknown track source {tracks!r}; expected one of {', '.join(TRACK_SOURCES)}", field="tracks")
+    if tracks not in track_source_names():
+        raise InputError(f"unknown track source {tracks!r}; expected one of {', '.join(track_source_names())}",
+                         field="tracks")
     if tracks == "auto":
         has_gt = all(k in grid.extras for k in ("depth", "surface", "object_id")) and grid.cameras.w2c is not None
         return "gt" if has_gt else "flow"
@@ -57,6 +57,13 @@ def is_wide_baseline(grid: FrameGrid) -> bool:
     return neighbour_angle(np.asarray(grid.cameras.w2c[:, grid.ref_time], np.float64)) > WIDE_BASELINE_DEG
 
 
+def mvs_range_for(source: str, num_views: int) -> str:
+    """How MVS bounds its depth sweep for tracks of ``source``: rig tracks are for calibrated
+    wide-baseline rigs, where flow between neighbouring views finds only spurious matches, so MVS
+    takes its range from the rig geometry (``rig``, with >= 3 views), not from triangulated flow."""
+    return "rig" if source == "rig" and num_views >= 3 else "auto"
+
+
 def check_trackable(grid: FrameGrid) -> None:
     """Raise :class:`InputError` for grids the tracker cannot work on: fewer than 2 views, or
     freeze-time frames without any image content (all one colour, e.g. all black)."""
@@ -83,14 +90,14 @@ def build_tracks(
     keyframes: int = 3,
     stride: int = 2,
     device: torch.device = torch.device("cpu"),
-    with_time: bool = True,
+    with_time: bool = False,
 ) -> Tracks:
     """Dense 3D tracks across the freeze-time frames (views at ``grid.ref_time``).
 
     Args:
         grid: the frame grid (at least 2 views).
-        depth: depth provider for ``flow`` tracks: ``auto`` (``gt`` when ``extras["depth"]``
-            exists, else ``mvs``) | ``gt`` | ``mvs`` | ``file`` (see :mod:`recon.tracking.depth`).
+        depth: depth provider for ``flow`` and ``rig`` tracks: ``auto`` (``gt`` when ``extras["depth"]``
+            exists, else ``mvs``) or a name of :data:`recon.tracking.depth.DEPTH_PROVIDERS`.
         tracks: ``auto`` (``gt`` when synthetic surfaces exist, else ``flow``; on a wide-baseline
             calibrated rig (:func:`is_wide_baseline`) ``rig`` with at least :data:`RIG_KEYFRAMES`
             keyframes; on another grid with camera poses, ``rig`` when flow cannot relate neighbouring views) | ``gt`` (exact,
@@ -103,7 +110,8 @@ def build_tracks(
         keyframes: number of keyframes seeding tracks (evenly spaced, central view included).
         stride: seed grid stride in pixels.
         device: torch device for depth estimation; the returned tensors are on the CPU.
-        with_time: also track the central view across time (``time_points``) when possible.
+        with_time: also track the central view across time (``time_points``) when possible (a depth
+            pass over every time step; no pipeline stage reads them, see :class:`Tracks`).
 
     Returns:
         :class:`Tracks`: ``points [P, V, 3]`` in each freeze-time frame's camera coordinates
@@ -124,45 +132,90 @@ def build_tracks(
             if e.field != "tracks":
                 raise
         return build_tracks(grid, depth, "rig", tracks_path, depth_path, keyframes, stride, device, with_time)
-    if source == "file":
-        if tracks_path is None:
-            raise InputError("tracks='file' needs a tracks path", field="tracks_path")
-        from recon.tracking.trackio import read_tracks
+    req = TrackRequest(depth, tracks_path, depth_path, keyframes, stride, device, with_time)
+    return _tag(TRACK_SOURCES[source](grid, req), source)
 
-        return _tag(read_tracks(Path(tracks_path), grid), "file")
+
+@dataclass(frozen=True)
+class TrackRequest:
+    """The arguments of :func:`build_tracks` a track source reads (see there)."""
+
+    depth: str
+    tracks_path: str | os.PathLike | None
+    depth_path: str | os.PathLike | None
+    keyframes: int
+    stride: int
+    device: torch.device
+    with_time: bool
+
+
+def _file_tracks(grid: FrameGrid, req: TrackRequest) -> Tracks:
+    if req.tracks_path is None:
+        raise InputError("tracks='file' needs a tracks path", field="tracks_path")
+    from recon.tracking.trackio import read_tracks
+
+    return read_tracks(Path(req.tracks_path), grid)
+
+
+def _gt_tracks(grid: FrameGrid, req: TrackRequest) -> Tracks:
+    from recon.tracking.gt import gt_tracks
+
     check_trackable(grid)
-    if source == "gt":
-        from recon.tracking.gt import gt_tracks
+    return gt_tracks(grid, keyframes=req.keyframes, stride=req.stride, with_time=req.with_time)
 
-        return _tag(gt_tracks(grid, keyframes=keyframes, stride=stride, with_time=with_time), "gt")
-    from recon.tracking.depth import estimate_depth, resolve_depth_provider
-    from recon.tracking.flow import flow_tracks
 
-    V, r = grid.num_views, grid.ref_time
-    depth = resolve_depth_provider(grid, depth)
+def _lifted_depth(grid: FrameGrid, req: TrackRequest, source: str) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """Depth of the freeze-time frames for tracks of ``source``: ``([V, H, W], provider, w2c)``."""
+    from recon.tracking.depth import DEPTH_PROVIDERS, estimate_depth, resolve_depth_provider
+
+    check_trackable(grid)
+    provider = resolve_depth_provider(grid, req.depth)
     w2c = None
-    if grid.cameras.w2c is None and depth == "mvs":
+    if grid.cameras.w2c is None and DEPTH_PROVIDERS[provider].needs_poses:  # estimated once for every pass
         from recon.tracking.cameras import estimate_cameras
 
         w2c = estimate_cameras(grid).w2c
-    # rig tracks are for calibrated wide-baseline rigs, where flow between neighbouring views finds
-    # only spurious matches: MVS then bounds its sweep by the rig geometry, not by triangulated flow
-    mvs_range = "rig" if source == "rig" and V >= 3 else "auto"
-    d = estimate_depth(grid, [(v, r) for v in range(V)], provider=depth, device=device, path=depth_path, w2c=w2c,
-                       mvs_range=mvs_range)
-    if source == "rig":
-        from recon.tracking.gt import rig_tracks
+    d = estimate_depth(grid, [(v, grid.ref_time) for v in range(grid.num_views)], provider=provider, device=req.device,
+                       path=req.depth_path, w2c=w2c, mvs_range=mvs_range_for(source, grid.num_views))
+    return d.cpu().numpy(), provider, w2c
 
-        return _tag(rig_tracks(grid, d.cpu().numpy(), keyframes=keyframes, stride=stride), "rig")
+
+def _rig_tracks(grid: FrameGrid, req: TrackRequest) -> Tracks:
+    from recon.tracking.rig import rig_tracks
+
+    d, _, _ = _lifted_depth(grid, req, "rig")
+    return rig_tracks(grid, d, keyframes=req.keyframes, stride=req.stride)
+
+
+def _flow_tracks(grid: FrameGrid, req: TrackRequest) -> Tracks:
+    from recon.tracking.depth import estimate_depth
+    from recon.tracking.flow import flow_tracks
+
+    d, provider, w2c = _lifted_depth(grid, req, "flow")
     time_depth = None
-    if with_time and grid.num_times > 1:
-        c = int(grid.central_view)
-        cells = [(c, t) for t in range(grid.num_times)]
+    if req.with_time and grid.num_times > 1:
+        cells = [(int(grid.central_view), t) for t in range(grid.num_times)]
         try:
-            time_depth = estimate_depth(grid, cells, provider=depth, device=device, path=depth_path, w2c=w2c).cpu().numpy()
+            time_depth = estimate_depth(grid, cells, provider=provider, device=req.device, path=req.depth_path,
+                                        w2c=w2c).cpu().numpy()
         except InputError:
             time_depth = None  # e.g. a depth file holding freeze-time frames only: no time tracks
-    return _tag(flow_tracks(grid, d.cpu().numpy(), keyframes=keyframes, stride=stride, time_depth=time_depth), "flow")
+    return flow_tracks(grid, d, keyframes=req.keyframes, stride=req.stride, time_depth=time_depth)
+
+
+TRACK_SOURCES: dict[str, Callable[[FrameGrid, TrackRequest], Tracks]] = {
+    "gt": _gt_tracks,
+    "flow": _flow_tracks,
+    "rig": _rig_tracks,
+    "file": _file_tracks,
+}
+"""Track sources by name (see :func:`build_tracks`): ``(grid, request) -> Tracks``. A new source is
+one function plus one row here; ``auto`` (:func:`resolve_track_source`) stays the rule above."""
+
+
+def track_source_names() -> tuple[str, ...]:
+    """The values the ``tracking.tracks`` config field accepts: ``auto`` and the table's names."""
+    return ("auto", *TRACK_SOURCES)
 
 
 def _tag(tracks: Tracks, source: str) -> Tracks:

@@ -1,4 +1,5 @@
-"""Depth per frame behind one interface: :func:`estimate_depth` with providers ``gt``, ``mvs``, ``file``.
+"""Depth per frame behind one interface: :func:`estimate_depth` with the providers of
+:data:`DEPTH_PROVIDERS` (``gt``, ``mvs``, ``file``).
 
 All providers return z-depth (distance along the camera's +z axis, OpenCV) in the grid's camera
 units, float32 ``[N, H, W]`` for N requested cells ``(view, time)``, with 0 where depth is unknown.
@@ -20,7 +21,9 @@ units, float32 ``[N, H, W]`` for N requested cells ``(view, time)``, with 0 wher
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,7 +32,6 @@ from recon import schema as S
 from recon.errors import InputError
 from recon.grid import FrameGrid
 
-PROVIDERS = ("auto", "gt", "mvs", "file")
 FILE_KINDS = ("metric", "relative", "disparity")
 PNG_DEPTH_SCALE = 1000.0
 """Default 16-bit PNG depth scale: stored value = depth * 1000 (millimetres for metre scenes)."""
@@ -37,13 +39,89 @@ PNG_DEPTH_SCALE = 1000.0
 Cell = tuple[int, int]
 
 
+@dataclass(frozen=True)
+class DepthRequest:
+    """What a provider is asked for besides the grid and the cells (see :func:`estimate_depth`)."""
+
+    device: torch.device
+    path: str | os.PathLike | None = None
+    kind: str | None = None
+    w2c: np.ndarray | None = None
+    mvs_range: str = "auto"
+
+
+@dataclass(frozen=True)
+class DepthProvider:
+    """A row of :data:`DEPTH_PROVIDERS`."""
+
+    compute: Callable[[FrameGrid, list[Cell], DepthRequest], torch.Tensor]
+    """``(grid, cells, request) -> float32 [len(cells), H, W]`` z-depth (0: unknown), any device."""
+    auto: Callable[[FrameGrid], bool] | None = None
+    """Whether ``auto`` may pick this provider for a grid (tried in table order); None: never."""
+    needs_poses: bool = False
+    """Needs camera poses: for a grid without them, :func:`estimate_depth` estimates them first
+    (:func:`recon.tracking.cameras.estimate_cameras`) unless the caller passes ``w2c``."""
+
+
+def _mvs(grid: FrameGrid, cells: list[Cell], req: DepthRequest) -> torch.Tensor:
+    from recon.tracking.mvs import mvs_depth
+
+    return mvs_depth(grid, cells, device=req.device, w2c=req.w2c, depth_range=req.mvs_range)
+
+
+def _file(grid: FrameGrid, cells: list[Cell], req: DepthRequest) -> torch.Tensor:
+    if req.path is None:
+        raise InputError("the 'file' depth provider needs a depth path", field="depth_path")
+    depth, file_kind = read_depth_file(grid, cells, req.path)
+    kind = req.kind or file_kind or "metric"
+    if kind not in FILE_KINDS:
+        raise InputError(f"unknown depth kind {kind!r}; expected one of {', '.join(FILE_KINDS)}", req.path, "kind")
+    depth = torch.from_numpy(depth)
+    if kind != "metric":
+        from recon.tracking.mvs import mvs_depth
+
+        w2c = req.w2c if req.w2c is not None or grid.cameras.w2c is not None else _estimated_poses(grid)
+        anchor = mvs_depth(grid, cells, device=torch.device("cpu"), w2c=w2c, depth_range=req.mvs_range)
+        depth = torch.stack([align_scale_shift(depth[i], anchor[i], kind, source=f"{req.path} cell {c}")
+                             for i, c in enumerate(cells)])
+    return depth
+
+
+DEPTH_PROVIDERS: dict[str, DepthProvider] = {
+    "gt": DepthProvider(lambda grid, cells, req: gt_depth(grid, cells), auto=lambda grid: "depth" in grid.extras),
+    "mvs": DepthProvider(_mvs, auto=lambda grid: True, needs_poses=True),
+    "file": DepthProvider(_file),
+}
+"""Depth providers by name (module docstring). ``auto`` picks the first row whose ``auto`` accepts
+the grid: ``gt`` when the grid carries synthetic depth, else ``mvs``. A new provider is one
+function plus one row here (or :func:`register_depth_provider`)."""
+
+
+def provider_names() -> tuple[str, ...]:
+    """The values the ``tracking.depth`` config field accepts: ``auto`` and the table's names."""
+    return ("auto", *DEPTH_PROVIDERS)
+
+
+def register_depth_provider(name: str, provider: DepthProvider) -> None:
+    """Add (or replace) a row of :data:`DEPTH_PROVIDERS`."""
+    if not name or name == "auto":
+        raise ValueError(f"a depth provider cannot be called {name!r}")
+    DEPTH_PROVIDERS[name] = provider
+
+
 def resolve_depth_provider(grid: FrameGrid, provider: str) -> str:
-    """``auto`` -> ``gt`` when the grid carries synthetic depth (``extras["depth"]``), else ``mvs``."""
-    if provider not in PROVIDERS:
-        raise InputError(f"unknown depth provider {provider!r}; expected one of {', '.join(PROVIDERS)}", field="depth")
+    """A provider name, with ``auto`` resolved for ``grid`` (see :data:`DEPTH_PROVIDERS`)."""
+    if provider not in provider_names():
+        raise InputError(f"unknown depth provider {provider!r}; expected one of {', '.join(provider_names())}", field="depth")
     if provider == "auto":
-        return "gt" if "depth" in grid.extras else "mvs"
+        return next(name for name, p in DEPTH_PROVIDERS.items() if p.auto is not None and p.auto(grid))
     return provider
+
+
+def _estimated_poses(grid: FrameGrid) -> np.ndarray:
+    from recon.tracking.cameras import estimate_cameras
+
+    return estimate_cameras(grid).w2c
 
 
 def _check_cells(grid: FrameGrid, cells: list[Cell]) -> list[Cell]:
@@ -72,12 +150,12 @@ def estimate_depth(
     Args:
         grid: the frame grid.
         cells: list of ``(view, time)`` index pairs.
-        provider: ``auto`` | ``gt`` | ``mvs`` | ``file`` (see module docstring).
+        provider: ``auto`` or a name of :data:`DEPTH_PROVIDERS` (see module docstring).
         device: torch device for the computation (MVS); the result lives there.
         path: depth file or folder (``file`` provider only).
         kind: ``metric`` | ``relative`` | ``disparity`` for ``file`` (default: ``depth.json`` or metric).
         w2c: optional ``[V, T, 4, 4]`` or ``[V, 4, 4]`` world-to-camera poses to use instead of the
-            grid's (e.g. from :func:`recon.tracking.cameras.estimate_cameras`); MVS needs poses.
+            grid's; a provider that needs poses gets estimated ones on a grid without cameras.
         mvs_range: how MVS bounds its sweep: ``auto`` (flow triangulation, rig fallback) or ``rig``
             (rig geometry only; calibrated wide-baseline rigs), see :mod:`recon.tracking.mvs`.
 
@@ -85,26 +163,12 @@ def estimate_depth(
         float32 ``[len(cells), H, W]`` on ``device``, 0 where depth is unknown.
     """
     cells = _check_cells(grid, cells)
-    provider = resolve_depth_provider(grid, provider)
-    if provider == "gt":
-        return gt_depth(grid, cells).to(device)
-    if provider == "mvs":
-        from recon.tracking.mvs import mvs_depth
-
-        return mvs_depth(grid, cells, device=device, w2c=w2c, depth_range=mvs_range)
-    if path is None:
-        raise InputError("the 'file' depth provider needs a depth path", field="depth_path")
-    depth, file_kind = read_depth_file(grid, cells, path)
-    kind = kind or file_kind or "metric"
-    if kind not in FILE_KINDS:
-        raise InputError(f"unknown depth kind {kind!r}; expected one of {', '.join(FILE_KINDS)}", path, "kind")
-    depth = torch.from_numpy(depth)
-    if kind != "metric":
-        from recon.tracking.mvs import mvs_depth
-
-        anchor = mvs_depth(grid, cells, device=torch.device("cpu"), w2c=w2c, depth_range=mvs_range)
-        depth = torch.stack([align_scale_shift(depth[i], anchor[i], kind, source=f"{path} cell {c}") for i, c in enumerate(cells)])
-    return depth.to(device)
+    name = resolve_depth_provider(grid, provider)
+    row = DEPTH_PROVIDERS[name]
+    if row.needs_poses and w2c is None and grid.cameras.w2c is None:
+        w2c = _estimated_poses(grid)
+    req = DepthRequest(device=device, path=path, kind=kind, w2c=w2c, mvs_range=mvs_range)
+    return row.compute(grid, cells, req).to(device)
 
 
 def gt_depth(grid: FrameGrid, cells: list[Cell]) -> torch.Tensor:

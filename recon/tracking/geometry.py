@@ -75,5 +75,6 @@ def similarity_matrix(scale: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
 def default_intrinsics(height: int, width: int, fov_deg: float = 60.0) -> np.ndarray:
     """A field-of-view guess ``K [3, 3]``: horizontal FoV ``fov_deg``, square pixels, centred
     principal point (pixel-centre convention above). Used when a source gives no intrinsics."""
-    f = 0.5 * width / np.tan(np.radians(fov_deg) / 2)
-    return np.array([[f, 0, width / 2.0], [0, f, height / 2.0], [0, 0, 1.0]])
+    from recon.grid import fov_intrinsics
+
+    return fov_intrinsics(height, width, fov_deg)
