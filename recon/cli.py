@@ -31,7 +31,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-CONFIG_COMMANDS = ("reconstruct", "batch")
+CONFIG_COMMANDS = ("reconstruct", "batch", "bench")
 """Commands that take any config field as a dotted flag (``--deform.iterations 3000``) on top of
 ``--config FILE`` (:func:`recon.config.split_config_flags`)."""
 
@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             argv, overrides = split_config_flags(argv)
         set_cli_overrides(overrides)
         cmds = available_commands()
-        tyro.extras.subcommand_cli_from_dict(cmds, prog="recon", args=argv, description=__doc__.split("\n")[0])
+        # one flag per switch (--no-prune, --resume), not tyro's pairs (--no-no-prune)
+        tyro.extras.subcommand_cli_from_dict(cmds, prog="recon", args=argv, description=__doc__.split("\n")[0],
+                                             config=(tyro.conf.FlagCreatePairsOff,))
     except InputError as e:
         print(f"recon: error: {_one_line(str(e))}", file=sys.stderr)
         return 2

@@ -25,6 +25,23 @@ import numpy as np
 from recon.errors import InputError
 
 
+def focal_from_fov(side_px: float, fov_rad: float) -> float:
+    """Focal length in pixels of an image side of ``side_px`` pixels that spans ``fov_rad`` radians."""
+    import math
+
+    return 0.5 * side_px / math.tan(0.5 * fov_rad)
+
+
+def fov_intrinsics(height: int, width: int, fov_deg: float, axis: str = "x") -> np.ndarray:
+    """Pinhole ``K [3, 3]`` (float64) with field of view ``fov_deg`` degrees across the image
+    ``width`` (``axis="x"``) or ``height`` (``"y"``), square pixels, the principal point at the
+    image centre (pixel-centre convention of this module)."""
+    import math
+
+    f = focal_from_fov(width if axis == "x" else height, math.radians(fov_deg))
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
 @dataclass
 class Cameras:
     """Per-frame pinhole cameras. ``K [V, T, 3, 3]``, ``w2c [V, T, 4, 4]`` or None (unknown poses)."""
@@ -100,6 +117,13 @@ class FrameGrid:
     def shape(self) -> tuple[int, int, int, int]:
         """``(V, T, H, W)``."""
         return self.num_views, self.num_times, self.height, self.width
+
+    def canonical_to_world(self) -> np.ndarray | None:
+        """``[4, 4]`` float64: canonical coordinates (the central view's camera at ``ref_time``,
+        OpenCV) to world coordinates, i.e. ``inv(w2c[central_view, ref_time])``; None without cameras."""
+        if self.cameras.w2c is None:
+            return None
+        return np.linalg.inv(np.asarray(self.cameras.w2c[int(self.central_view), self.ref_time], np.float64))
 
     def float_images(self):
         """Images as a float32 torch tensor ``[V, T, H, W, 3]`` in [0, 1] (CPU)."""

@@ -685,7 +685,7 @@ CASES: list[Case] = [
                                                   hint=("--size",))),
     Case("cli-synth-supersample-huge", "cli", cli_other("synth", "--out", "{out}", "--supersample", "1000", fld=("supersample",))),
     Case("cli-bench-prune-iterations-negative", "cli", cli_other("bench", "--out", "{out}", "--suite", "synthetic", "--quick",
-                                                                 "--prune-iterations", "-5", fld=("prune.iterations",))),
+                                                                 "--prune.iterations", "-5", fld=("prune.iterations",))),
     Case("cli-bench-seeds-negative", "cli", cli_other("bench", "--out", "{out}", "--suite", "synthetic", "--quick",
                                                       "--seeds", "-1", fld=("--seeds",))),
     # Panoptic (train_meta.json)

@@ -111,8 +111,8 @@ def test_bench_through_ray_equals_sequential(tmp_path):
     timing = {"wall_s", "eval_s", "peak_rss_mb", "added_rss_mb", "peak_cuda_mb"}
 
     def numbers(workers):
-        settings = R.BenchSettings(consistency=False, threads=1, workers=workers, config=TINY, deform_iterations=12,
-                                   tracks="gt", depth="gt")
+        settings = R.BenchSettings(consistency=False, threads=1, workers=workers,
+                                   config={**TINY, "tracking": {"tracks": "gt", "depth": "gt"}})
         results, sheet = R.run_bench("synthetic", [case], ["recon", "no-prune"], settings, tmp_path / f"w{workers}")
         assert [r["method"] for r in results["runs"]] == ["recon", "no-prune"]  # (case, method) order kept
         assert all(r["status"] == "ok" for r in results["runs"]), [r.get("error") for r in results["runs"]]

@@ -52,7 +52,6 @@ def gt_scene(grid):
 
 
 def test_run_bench_with_exact_scene(case, tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "pipeline_available", lambda: (True, "ok"))
     monkeypatch.setattr(R, "fit", lambda grid, spec, settings, run_dir, tracks_path, tracking: (gt_scene(grid), {"stages": {"fit": 0.0}, "background": None}))
     settings = R.BenchSettings(consistency=False)
     results, sheet = R.run_bench("synthetic", [case], ["recon", "dust3r"], settings, tmp_path)
@@ -85,7 +84,6 @@ def test_failed_method_is_reported_not_raised(case, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("stage exploded")
 
-    monkeypatch.setattr(R, "pipeline_available", lambda: (True, "ok"))
     monkeypatch.setattr(R, "fit", boom)
     results, _ = R.run_bench("synthetic", [case], ["recon"], R.BenchSettings(consistency=False), tmp_path)
     assert results["runs"][0]["status"] == "failed" and "stage exploded" in results["runs"][0]["error"]
@@ -155,12 +153,11 @@ def test_case_tracking_is_used_unless_overridden(case, tmp_path, monkeypatch):
         seen.append(tracking)
         return gt_scene(grid), {"stages": {"fit": 0.0}, "background": None}
 
-    monkeypatch.setattr(R, "pipeline_available", lambda: (True, "ok"))
     monkeypatch.setattr(R, "fit", fake_fit)
     rig_case = dataclasses.replace(case, tracks="rig", depth="mvs")
     results, _ = R.run_bench("panoptic", [rig_case], ["recon"], R.BenchSettings(consistency=False), tmp_path / "a")
     assert seen[-1] == ("rig", "mvs") and results["runs"][0]["tracking"] == {"tracks": "rig", "depth": "mvs"}
-    R.run_bench("panoptic", [rig_case], ["recon"], R.BenchSettings(tracks="flow", depth="gt", consistency=False), tmp_path / "b")
+    R.run_bench("panoptic", [rig_case], ["recon"], R.BenchSettings(config={"tracking": {"tracks": "flow", "depth": "gt"}}, consistency=False), tmp_path / "b")
     assert seen[-1] == ("flow", "gt")
     R.run_bench("synthetic", [case], ["recon"], R.BenchSettings(consistency=False), tmp_path / "c")
     assert seen[-1] == ("flow", "auto")
@@ -198,3 +195,32 @@ def test_config_overrides_and_tracking_reach_the_pipeline(case, tmp_path, monkey
     assert cfg.deform.view_correction == "free" and cfg.deform.iterations == 7  # the overrides
     assert not cfg.canonical.view_offsets  # the method's own switch still applies
     assert (cfg.tracking.tracks, cfg.tracking.depth) == ("rig", "mvs")
+
+
+def test_bench_dotted_flags_reach_every_fit(tmp_path, monkeypatch):
+    """`recon bench --deform.iterations 7 --tracking.tracks rig --threads 1`: the config fields
+    land in every method's pipeline config (the same flags as `recon reconstruct`); a bad value
+    is refused before any work; --holdout has reconstruct's syntax (views only)."""
+    from recon.cli import main
+    from recon.synth.make import make_grid
+    from recon.io.gridfolder import write_grid
+
+    grid_dir = tmp_path / "g"
+    write_grid(make_grid("orbit", views=4, frames=2, size=(32, 32), seed=0), grid_dir)
+    seen = {}
+
+    def fake_fit(grid, spec, settings, run_dir, tracks_path, tracking=("flow", "auto")):
+        seen["settings"], seen["tracking"] = settings, tracking
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(R, "fit", fake_fit)
+    args = ["bench", "--out", str(tmp_path / "b"), "--suite", "custom", "--grids", str(grid_dir), "--methods", "recon",
+            "--holdout", "views=1", "--deform.iterations", "7", "--tracking.tracks", "rig", "--threads", "1"]
+    main(args)
+    s = seen["settings"]
+    assert s.config["deform"]["iterations"] == 7 and s.threads == 1
+    assert seen["tracking"][0] == "rig"
+    assert main(["bench", "--out", str(tmp_path / "c"), "--suite", "custom", "--grids", str(grid_dir),
+                 "--deform.iterations", "-3"]) == 2
+    assert main(["bench", "--out", str(tmp_path / "d"), "--suite", "custom", "--grids", str(grid_dir),
+                 "--holdout", "views=1,times=0"]) == 2

@@ -38,6 +38,11 @@ def test_sequence_json_world_frame_on_the_bundled_sample(tmp_path):
     assert "playback default" in man["fps_source"]
     assert man["render"]["screen_low_pass_px2"] == LOW_PASS and man["render"]["opacity_compensation"] is False
     assert "world.up" in man["coordinates"]
+    # `recon export` writes the same times (the checkpoint keeps them in float64) and the same up axis
+    assert main(["export", str(run), "--out", str(tmp_path / "e")]) == 0
+    again = json.loads((tmp_path / "e" / "ply" / "sequence.json").read_text())
+    assert again["times"] == grid.times.tolist()
+    assert float(np.array(again["world"]["up"]) @ cam_up) > 0.9
 
 
 def test_metrics_say_which_geometry_they_describe(tmp_path):

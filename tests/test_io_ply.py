@@ -12,13 +12,8 @@ from plyfile import PlyData, PlyElement
 
 from recon.errors import InputError
 from recon.io import ply as plymod
-from recon.io.ply import (
-    SH_C0,
-    read_gaussians_ply,
-    read_ply_sequence,
-    write_gaussians_ply,
-    write_ply_sequence,
-)
+from recon.io.ply import SH_C0, read_gaussians_ply, write_gaussians_ply
+from recon.io.plyseq import read_ply_sequence, write_ply_sequence
 
 GRAPHDECO_ORDER = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
 TAIL_ORDER = ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from recon.cli import main
-from recon.commands.reconstruct import parse_holdout
+from recon.config import parse_holdout
 from recon.errors import InputError
 
 

@@ -36,13 +36,13 @@ def reference_poses(grid: FrameGrid) -> np.ndarray:
 
     Canonical = the central view's camera frame at ``ref_time``. From the grid's cameras when
     known, else estimated from features (``recon.tracking.estimate_cameras``)."""
-    r, c = grid.ref_time, int(grid.central_view)
+    r = grid.ref_time
     w2c = grid.cameras.w2c
     if w2c is None:
         from recon.tracking import estimate_cameras
 
         return np.asarray(estimate_cameras(grid).w2c, np.float64)  # [V, 4, 4], central = identity
-    return w2c[:, r] @ np.linalg.inv(w2c[c, r])
+    return w2c[:, r] @ grid.canonical_to_world()
 
 
 def tracks_from_canonical(points: np.ndarray, colors: np.ndarray, seed_view: np.ndarray, poses: np.ndarray) -> Tracks:
@@ -94,12 +94,7 @@ def freeze_time_depth(grid: FrameGrid, provider: str = "auto", device: torch.dev
     from recon.tracking import estimate_depth
 
     cells = [(v, grid.ref_time) for v in range(grid.num_views)]
-    w2c = None
-    if grid.cameras.w2c is None and provider in ("auto", "mvs"):
-        from recon.tracking import estimate_cameras
-
-        w2c = estimate_cameras(grid).w2c
-    return estimate_depth(grid, cells, provider=provider, device=device, w2c=w2c, mvs_range=mvs_range).cpu().numpy()
+    return estimate_depth(grid, cells, provider=provider, device=device, mvs_range=mvs_range).cpu().numpy()
 
 
 def pointmap_stride(grid: FrameGrid, keyframes: int, stride: int) -> int:

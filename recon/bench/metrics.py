@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-PSNR_CAP_DB = 100.0
-"""PSNR of identical images (MSE 0) and the ceiling of every PSNR: 100 dB is MSE 1e-10, far
-below the 8-bit quantisation floor, so the cap only ever bites on (near-)identical images."""
+from recon.fit.losses import PSNR_CAP_DB, mse_to_psnr  # noqa: F401  (one PSNR formula; the cap is re-exported)
+
 VISIBLE_OPACITY = 0.05
 """Gaussians with a peak opacity below this are ignored by the geometric metrics."""
 FLOATER_DEPTH_MARGIN = 0.05
@@ -51,15 +50,6 @@ def _as_np(x) -> np.ndarray:
 def _check_pair(pred: np.ndarray, gt: np.ndarray) -> None:
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 3:
         raise ValueError(f"expected two images [H, W, 3] of one shape, got {list(pred.shape)} and {list(gt.shape)}")
-
-
-def mse_to_psnr(mse: float) -> float:
-    """PSNR in dB for a mean squared error of [0, 1] images, capped at :data:`PSNR_CAP_DB`."""
-    if not math.isfinite(mse):
-        return float("nan")
-    if mse <= 10.0 ** (-PSNR_CAP_DB / 10.0):
-        return PSNR_CAP_DB
-    return float(-10.0 * math.log10(mse))
 
 
 def psnr(pred, gt) -> float:

@@ -62,17 +62,8 @@ class BenchSettings:
     """Pipeline settings shared by all methods of a bench run."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    tracks: str | None = None
-    """Tracking source for the tracking-initialised methods; None: the case's own
-    (:attr:`Case.tracks`: ``flow`` even on synthetic grids, so the tracker is measured, not the
-    exact GT tracks; ``rig`` on the Panoptic capture)."""
-    depth: str | None = None
-    """Depth provider for tracking and for ``pointmap-init``; None: the case's own (auto: GT depth
-    on synthetic grids, MVS otherwise)."""
     keyframes: int = 3
     stride: int = 2
-    prune_iterations: int | None = None
-    deform_iterations: int | None = None
     seed: int = 0
     threads: int = 2
     """torch CPU threads of each fit (the pipeline fixes them for reproducibility)."""
@@ -81,8 +72,12 @@ class BenchSettings:
     consistency: bool = True
     """Score the SfM consistency (always for grids without ground truth; also on GT suites)."""
     config: dict[str, Any] = field(default_factory=dict)
-    """Pipeline config overrides (``recon reconstruct --config`` layout) applied to every method
-    before its own switches (initialisation, prune, view offsets) and the settings above."""
+    """Pipeline config overrides (``recon reconstruct --config`` layout, and the dotted flags of
+    ``recon bench`` on top) applied to every method before its own switches (initialisation,
+    prune, view offsets) and the settings above. ``tracking.tracks`` / ``tracking.depth`` here
+    replace the case's own (:attr:`Case.tracks`: ``flow`` even on synthetic grids, so the tracker
+    is measured, not the exact GT tracks; ``rig`` on the Panoptic capture; depth ``auto``: GT on
+    synthetic grids, MVS otherwise) for the tracking-initialised methods and ``pointmap-init``."""
     workers: int | None = 1
     """Fits run one after another here (1), or as Ray tasks (None: every CPU; N: N slots;
     see :func:`recon.batch.execute`)."""
@@ -94,17 +89,10 @@ class BenchSettings:
 
 # --- the one place that talks to the pipeline --------------------------------------------------
 
-def pipeline_available() -> tuple[bool, str]:
-    import importlib.util
-
-    if importlib.util.find_spec("recon.pipeline") is None:
-        return False, "the reconstruction pipeline (recon.pipeline) is not in this build"
-    return True, "ok"
-
-
 def tracking_of(case: Case, settings: BenchSettings) -> tuple[str, str]:
-    """``(tracks, depth)`` for ``case``: the settings' when given, else the case's own."""
-    return settings.tracks or case.tracks, settings.depth or case.depth
+    """``(tracks, depth)`` for ``case``: the config's ``tracking`` fields when given, else the case's own."""
+    tracking = settings.config.get("tracking") or {}
+    return tracking.get("tracks") or case.tracks, tracking.get("depth") or case.depth
 
 
 def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_path: Path | None,
@@ -114,8 +102,9 @@ def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_p
     ``info["background"]`` (None: the pipeline renders on black) and ``info["pipeline_metrics"]``.
     ``tracking``: ``(track source, depth provider)`` (see :func:`tracking_of`)."""
     from recon import pipeline as P
+    from recon.config import ReconstructConfig, check_config, config_from_dict
 
-    cfg = P.config_from_dict(settings.config, source="--config") if settings.config else P.ReconstructConfig()
+    cfg = config_from_dict(settings.config, source="--config") if settings.config else ReconstructConfig()
     cfg.tracking.tracks = "file" if tracks_path is not None else tracking[0]
     cfg.tracking.tracks_path = None if tracks_path is None else str(tracks_path)
     cfg.tracking.depth = tracking[1]
@@ -123,17 +112,15 @@ def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_p
     cfg.tracking.stride = settings.stride
     cfg.prune.enabled = spec.prune
     cfg.canonical.view_offsets = spec.view_offsets
-    if settings.prune_iterations is not None:
-        cfg.prune.iterations = settings.prune_iterations
-    if settings.deform_iterations is not None:
-        cfg.deform.iterations = settings.deform_iterations
-        cfg.deform.warmup = min(cfg.deform.warmup, max(1, settings.deform_iterations // 10))
+    deform = settings.config.get("deform") or {}
+    if deform.get("iterations") and "warmup" not in deform:  # a short fit keeps a proportionate warm-up
+        cfg.deform.warmup = min(cfg.deform.warmup, max(1, int(deform["iterations"]) // 10))
     # the bench scores held-out views itself; per-cell PNGs and the preview video only cost time
     cfg.outputs.renders = False
     cfg.outputs.preview_video = False
     cfg.seed = settings.seed
     cfg.threads = settings.threads
-    P.check_config(cfg, "recon bench")
+    check_config(cfg, "recon bench")
     result = P.reconstruct(grid, cfg, Path(run_dir), device=settings.device)
     stages = {k: float(v) for k, v in (result.metrics.get("seconds") or {}).items() if v is not None}
     return result.scene, {"stages": stages, "background": None, "pipeline_metrics": result.metrics}
@@ -144,6 +131,7 @@ def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_p
 def initial_tracks(case: Case, spec: MethodSpec, settings: BenchSettings, run_dir: Path, adapters: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
     """Write the tracks file of a non-tracking initialisation (None for ``tracking``); returns it and info."""
     from recon.bench import baselines as B
+    from recon.tracking.build import mvs_range_for
     from recon.tracking.trackio import write_tracks
 
     if spec.init == "tracking":
@@ -151,8 +139,7 @@ def initial_tracks(case: Case, spec: MethodSpec, settings: BenchSettings, run_di
     g = case.train
     tracks_source, provider = tracking_of(case, settings)
     # the depth the tracking-initialised methods lift (rig tracks: MVS bounded by the rig geometry)
-    mvs_range = "rig" if tracks_source == "rig" and g.num_views >= 3 else "auto"
-    depth = B.freeze_time_depth(g, provider, settings.device, mvs_range=mvs_range)
+    depth = B.freeze_time_depth(g, provider, settings.device, mvs_range=mvs_range_for(tracks_source, g.num_views))
     info: dict[str, Any] = {}
     if spec.init == "pointmap":
         tracks = B.pointmap_tracks(g, depth, B.pointmap_stride(g, settings.keyframes, settings.stride))
@@ -255,15 +242,12 @@ def _group(case: Case) -> str:
 
 
 def method_status(methods: list[str], adapters: dict[str, Any]) -> dict[str, dict[str, str]]:
-    ok, why = pipeline_available()
     out = {}
     for m in methods:
         if m not in METHODS:
             raise InputError(f"unknown method {m!r}; expected some of {', '.join(METHODS)}", field="--methods")
         spec = METHODS[m]
-        if not ok:
-            out[m] = {"status": "not available", "reason": f"not available ({why})", "about": spec.about}
-        elif spec.init in adapters:
+        if spec.init in adapters:
             a_ok, a_why = adapters[spec.init].status()
             out[m] = {"status": "ok" if a_ok else "not available", "reason": a_why, "about": spec.about}
         else:

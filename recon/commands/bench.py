@@ -21,10 +21,6 @@ def bench(
     panoptic_scale: float | None = None,
     grids: tuple[Path, ...] = (),
     holdout: str | None = None,
-    tracks: str | None = None,
-    depth: str | None = None,
-    prune_iterations: int | None = None,
-    deform_iterations: int | None = None,
     dust3r_repo: Path | None = None,
     dust3r_ckpt: Path | None = None,
     splatt3r_repo: Path | None = None,
@@ -65,22 +61,19 @@ def bench(
         panoptic_frames: Panoptic time steps, start:stop[:step] (default 0:16:4; quick: 0:8:2; all: 0:150).
         panoptic_scale: Panoptic image scale (default 0.25, i.e. 160x90; full resolution: 1).
         grids: Grid paths for the generated / custom suites.
-        holdout: Custom suite: comma-separated view indices held out for evaluation.
-        tracks: Tracking source of the tracking-initialised methods: flow, rig (depth moved with
-            the given poses, calibrated wide-baseline rigs), gt (exact synthetic tracks), auto.
-            Default: the suite's (flow, even on synthetic grids; rig on panoptic).
-        depth: Depth provider for tracking and pointmap-init: auto (GT on synthetic, MVS otherwise), gt, mvs.
-            Default: the suite's (auto; mvs on panoptic).
-        prune_iterations: Override the pruning stage's iterations (default: the pipeline's, also with --quick:
-            fewer steps cannot lower an opacity from its initial value past the prune threshold).
-        deform_iterations: Override the deformation fit's iterations (default: the pipeline's).
+        holdout: Custom suite: the views held out for evaluation (at every time), as views=...,
+            e.g. views=1,5 (the syntax of `recon reconstruct --holdout`, without times).
         dust3r_repo: Local clone of naver/dust3r (never downloaded).
         dust3r_ckpt: Local Dust3R checkpoint file.
         splatt3r_repo: Local clone of btsmart/splatt3r.
         splatt3r_ckpt: Local Splatt3R checkpoint file.
         consistency: Also score the SfM consistency on suites with ground truth (always on without).
         config: JSON file of pipeline overrides (as `recon reconstruct --config`), applied to every method
-            before its own switches.
+            before its own switches. Any config field is also a dotted flag on top of it, as for
+            `recon reconstruct`: e.g. --deform.iterations 300 --prune.iterations 50 --tracking.tracks rig
+            (tracking source of the tracking-initialised methods; default: the suite's, flow even on
+            synthetic grids, rig on panoptic) --tracking.depth mvs (depth for tracking and
+            pointmap-init; default auto: GT on synthetic grids, MVS otherwise).
         device: auto, cpu or cuda[:N].
         seed: Seed of the fits and random initialisations.
         overwrite: Allow writing into an existing non-empty OUT.
@@ -97,6 +90,8 @@ def bench(
     from recon.bench.report import write_report
     from recon.bench.runner import BenchSettings, run_bench
     from recon.bench.suites import SUITES, build_cases, suite_options
+    from recon.config import cli_overrides, config_from_dict, load_config_file, parse_holdout
+    from recon.schema import read_json
     from recon.device import check_seed, resolve_device
     from recon.errors import InputError
 
@@ -135,32 +130,22 @@ def bench(
         panoptic_frames=panoptic_frames,
         panoptic_scale=panoptic_scale,
         grids=tuple(grids) or None,
-        custom_holdout=_list(holdout, int, "--holdout"),
+        custom_holdout=None if holdout is None else tuple(parse_holdout(holdout, whole_views=True)[0]),
     )
-    from recon.config import config_from_dict, load_config_file
-
-    overrides: dict = {}
-    if config is not None:
-        from recon.schema import read_json
-
-        load_config_file(Path(config))  # checks the file: exists, JSON, known keys, types and ranges (InputError)
-        overrides = read_json(Path(config), what="config file")
-    flags = {"seed": seed, "prune": {"iterations": prune_iterations}, "deform": {"iterations": deform_iterations}}
-    config_from_dict({k: ({a: b for a, b in v.items() if b is not None} if isinstance(v, dict) else v)
-                      for k, v in flags.items()}, source="command line")  # the flags' ranges, before any work
+    base = load_config_file(Path(config)) if config is not None else None  # checks the file (InputError)
+    overrides = read_json(Path(config), what="config file") if config is not None else {}
+    flags = cli_overrides()
+    config_from_dict({"seed": seed, **flags}, base, "command line")  # the flags' types and ranges, before any work
+    overrides = _deep_merge(overrides, flags)
     settings = BenchSettings(
         device=resolve_device(device),
-        tracks=tracks,
-        depth=depth,
-        prune_iterations=prune_iterations,
-        deform_iterations=deform_iterations,
         seed=seed,
         consistency=consistency,
         config=overrides,
         workers=(workers if ray else 1),
         address=address if ray else None,
         cpus_per_task=cpus_per_task,
-        **({"threads": max(1, int(cpus_per_task))} if ray else {}),
+        **({"threads": max(1, int(cpus_per_task))} if ray else {"threads": flags["threads"]} if "threads" in flags else {}),
     )
     if ray:
         from recon.batch import ray_available
@@ -183,3 +168,11 @@ def bench(
     md = write_report(out, results, sheet)
     console.print(md, soft_wrap=True, markup=False, highlight=False)
     console.print(f"wrote {out / 'results.json'}, {out / 'table.md'} and {', '.join(results['plots'])}")
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    """``top`` on ``base``, nested dicts merged key by key."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from recon.errors import InputError
+from recon.io import LoadOptions
 from recon.schema import read_json
 
 
@@ -13,10 +17,7 @@ def info(
     path: Path,
     /,
     json_out: bool = False,
-    views: list[int] | None = None,
-    frames: str | None = None,
-    scale: float = 1.0,
-    split: str = "train",
+    load: Annotated[LoadOptions, tyro.conf.OmitArgPrefixes] = LoadOptions(),
 ) -> None:
     """Print a summary of a frame grid (grid folder, Panoptic, transforms json, videos) or a run folder.
 
@@ -26,10 +27,7 @@ def info(
     Args:
         path: A grid folder, a Panoptic folder, a transforms json, a folder of videos, or a run folder.
         json_out: Print JSON instead of a table.
-        views: Views to read (indices; camera ids for Panoptic).
-        frames: Frame range start:stop[:step].
-        scale: Resolution scale applied while reading.
-        split: Split of multi-split datasets (train, test, val; Panoptic also all).
+        load: What to read (the same flags as recon reconstruct).
     """
     from rich.console import Console
     from rich.table import Table
@@ -41,10 +39,10 @@ def info(
         summary = _run_summary(path)
         title = f"run folder {path}"
     else:
-        from recon.io import LoadOptions, detect_kind, load_grid
+        from recon.io import detect_kind, load_grid
 
         kind = detect_kind(path)
-        grid = load_grid(path, LoadOptions(views=views, frames=frames, scale=scale, split=split))
+        grid = load_grid(path, load)
         summary = {"kind": kind, **grid.summary()}
         title = f"{kind} grid {path}"
     if json_out:

@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated
 
+import tyro
+
+from recon.config import parse_holdout
 from recon.errors import InputError
+from recon.io import LoadOptions
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 """The bundled sample grid (repository checkout: ``data/sample``)."""
 SAMPLE_HOLDOUT = ([7], [3, 6])
 """Held-out cells used for the bundled sample when ``--holdout`` is not given."""
-
-
-def parse_holdout(spec: str) -> tuple[list[int], list[int]]:
-    """``"views=7,times=3,6"`` -> ``([7], [3, 6])`` (either part may be absent: empty list)."""
-    out: dict[str, list[int]] = {"views": [], "times": []}
-    key = None
-    for tok in [t.strip() for t in spec.replace(";", ",").replace(" ", ",").split(",") if t.strip()]:
-        if "=" in tok:
-            key, tok = (p.strip() for p in tok.split("=", 1))
-            if key not in out:
-                raise InputError(f"unknown key {key!r}; expected views=...,times=...", field="--holdout")
-            if not tok:
-                continue
-        if key is None:
-            raise InputError(f"expected views=...,times=..., got {spec!r}", field="--holdout")
-        try:
-            out[key].append(int(tok))
-        except ValueError:
-            raise InputError(f"expected integers, got {tok!r}", field="--holdout") from None
-    if bool(out["views"]) != bool(out["times"]):
-        raise InputError("held-out cells are views x times: give both views=... and times=...", field="--holdout")
-    return out["views"], out["times"]
 
 
 def reconstruct(
@@ -46,10 +30,7 @@ def reconstruct(
     holdout: str | None = None,
     no_view_offsets: bool = False,
     no_prune: bool = False,
-    views: list[int] | None = None,
-    frames: str | None = None,
-    scale: float = 1.0,
-    split: str = "train",
+    load: Annotated[LoadOptions, tyro.conf.OmitArgPrefixes] = LoadOptions(),
     eval_split: str | None = None,
 ) -> None:
     """Reconstruct a deformable 4D Gaussian-splat scene from a multi-view x multi-time frame grid.
@@ -73,10 +54,7 @@ def reconstruct(
         holdout: Held-out cells as views=...,times=... (the cross product), e.g. views=7,times=3,6.
         no_view_offsets: Ablation: no per-view offsets dp_i^v (tracked nor learned).
         no_prune: Ablation: skip floater pruning.
-        views: Views to read (indices; camera ids for Panoptic).
-        frames: Frame range start:stop[:step].
-        scale: Resolution scale applied while reading.
-        split: Split of multi-split datasets (train, test, val; Panoptic also all).
+        load: What to read (--views, --frames, --scale, --split; the same flags as recon info).
         eval_split: The standard protocol: train on --split and evaluate on this split's cameras at
             every frame (e.g. test: Panoptic test_meta.json's cameras; D-NeRF transforms_test.json's
             images at their times). Those cameras / images are held out (never trained on);
@@ -85,8 +63,9 @@ def reconstruct(
     from rich.console import Console
 
     from recon.device import resolve_device, seed_everything
-    from recon.io import LoadOptions, load_grid
-    from recon.pipeline import ReconstructConfig, RunFolder, config_from_dict, load_config_file
+    from recon.io import load_grid
+    from recon.config import ReconstructConfig, config_from_dict, load_config_file
+    from recon.run import RunFolder
     from recon.pipeline import reconstruct as run_pipeline
 
     from recon.io.atomic import check_writable
@@ -95,7 +74,7 @@ def reconstruct(
     out = Path(out)
     check_writable(out)
     dev = resolve_device(device)
-    load = {"views": views, "frames": frames, "scale": scale, "split": split}
+    load = dataclasses.asdict(load)  # recorded in run.json (a resumed run reads its input the same way)
     if eval_split is not None:
         load["eval_split"] = eval_split
     if resume and input is None and (out / "run.json").is_file():

@@ -11,9 +11,10 @@ import numpy as np
 
 def psnr_generated(pred: np.ndarray, truth: np.ndarray, given: np.ndarray) -> float:
     """PSNR (dB, peak 1) of the mean squared error pooled over every pixel of the generated cells."""
+    from recon.fit.losses import mse_to_psnr
+
     sel = ~given
-    mse = float(np.mean((pred[sel] - truth[sel]) ** 2))
-    return float(10.0 * np.log10(1.0 / max(mse, 1e-10)))
+    return mse_to_psnr(float(np.mean((pred[sel] - truth[sel]) ** 2)))
 
 
 def nearest_given(given: np.ndarray, rule: str = "nearest") -> np.ndarray:

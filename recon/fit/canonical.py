@@ -119,10 +119,9 @@ def cell_poses(grid: FrameGrid, tracks: Tracks | None = None) -> tuple[np.ndarra
     From the grid's cameras when known, else from a robust rigid fit of the tracks (needs
     ``tracks``). See the module docstring."""
     V, T = grid.num_views, grid.num_times
-    r, c = grid.ref_time, int(grid.central_view)
+    c = int(grid.central_view)
     if grid.cameras.w2c is not None:
-        c2w = np.linalg.inv(grid.cameras.w2c[c, r])
-        return grid.cameras.w2c @ c2w, "cameras"
+        return grid.cameras.w2c @ grid.canonical_to_world(), "cameras"
     assert tracks is not None, "poses without cameras need tracks"
     pts = tracks.points.double().numpy()
     vis = tracks.visible.numpy()

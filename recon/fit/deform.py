@@ -1,5 +1,8 @@
 """Deform stage: fit the temporal deformation field (and fine-tune the splats) on the whole grid.
 
+(Over 400 lines on purpose: :class:`DeformConfig`, ~100 lines of field-by-field documentation,
+lives next to the one fit that reads it; the loop itself is :mod:`recon.fit.engine`'s.)
+
 Cell (view i, time j) is rendered with positions ``canonical + dp_i^v + dp_j^t`` (see
 :mod:`recon.model.deform`), viewmat ``poses[i, j]`` and ``K[i, j]``; the loss is 3DGS's
 ``(1 - 0.2) L1 + 0.2 (1 - SSIM)`` over the training cells (held-out cells are never rendered
@@ -170,8 +173,8 @@ def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformCo
     radius = float(dist.median()) if len(dist) else 1.0
     center = means.median(dim=0).values if len(means) else torch.zeros(3)
     offsets = canonical.view_offsets if view_offsets else torch.zeros_like(canonical.view_offsets)
-    t = torch.as_tensor(grid.times, dtype=torch.float32)
-    field = DeformField(offsets, center, radius, (float(t.min()), float(t.max())), config.pos_freqs, config.time_freqs,
+    t = torch.as_tensor(grid.times, dtype=torch.float64)  # the scene keeps float64 copies (exports)
+    field = DeformField(offsets, center, radius, (float(t.float().min()), float(t.float().max())), config.pos_freqs, config.time_freqs,
                         config.mlp_width, config.mlp_depth, learn_view_offsets=config.learn_view_offsets and view_offsets,
                         activation=config.mlp_activation)
     if config.static_background and grid.masks is not None and grid.num_times > 1:
@@ -179,9 +182,8 @@ def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformCo
                   if v in grid.meta.get("mask_views", range(grid.num_views))]
         if voters:
             field.dynamic = dynamic_from_masks(grid, canonical, voters)
-    to_world = torch.eye(4)
-    if grid.cameras.w2c is not None:
-        to_world = torch.linalg.inv(torch.from_numpy(np.array(grid.cameras.w2c[int(grid.central_view), grid.ref_time]))).float()
+    c2w = grid.canonical_to_world()
+    to_world = torch.eye(4) if c2w is None else torch.from_numpy(c2w).float()
     splats = type(canonical.splats)(*(v for v in canonical.splats.tensors().values()))
     appearance = CameraAppearance(grid.num_views, trained_views) if config.appearance else None
     from recon.fit.monocular import background_colour

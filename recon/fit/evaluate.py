@@ -58,7 +58,7 @@ def floater_report(grid: FrameGrid, canonical_means: Tensor, tol: float) -> dict
     scene = synthetic_scene(grid)
     if scene is None:
         return {}
-    c2w = np.linalg.inv(grid.cameras.w2c[int(grid.central_view), grid.ref_time])
+    c2w = grid.canonical_to_world()
     X = canonical_means.detach().cpu().double().numpy() @ c2w[:3, :3].T + c2w[:3, 3]
     return {"floaters": count_floaters(scene, X, float(grid.times[grid.ref_time]), tol), "floater_tol": tol}
 
@@ -188,15 +188,15 @@ def write_ply(scene: DeformableScene, folder: Path, fps: float | None, source: s
 
     ``world``: positions are in the world of the input cameras (``scene.to_world``); otherwise in
     the central camera's coordinates at the reference time (``to_world`` is then the identity).
-    ``times`` (float64, the grid's) default to the scene's float32 copy; ``meta`` (the grid's)
+    ``times`` (float64) default to the scene's :attr:`~recon.model.scene.DeformableScene.source_times`; ``meta`` (the grid's)
     gives the world's up axis and units when it states them (:func:`world_frame`)."""
-    from recon.io.ply import write_ply_sequence
+    from recon.io.plyseq import write_ply_sequence
 
     sp = scene.splats
     frames = [scene.positions_at(j).cpu() for j in range(scene.num_times)]
     return write_ply_sequence(
         folder, frames, sp.log_scales.detach().cpu(), sp.opacity_logits.detach().cpu(), sp.rgb().detach().cpu(),
-        times=scene.times.double().numpy() if times is None else np.asarray(times, np.float64), fps=fps, source=source,
+        times=scene.source_times.numpy() if times is None else np.asarray(times, np.float64), fps=fps, source=source,
         time_unit=time_unit, world=world_frame(scene, meta), render=render_convention(),
         fps_source=fps_source or "outputs.fps of the run's config (a playback default, not the capture's rate)",
         meta={"positions": "canonical + dp_j^t (temporal deformation); per-view offsets dp_i^v are NOT included "

@@ -70,10 +70,24 @@ def photometric_loss(pred: Tensor, target: Tensor, ssim_weight: float = SSIM_WEI
     return (1.0 - ssim_weight) * l1 + ssim_weight * (1.0 - ssim(pred, target).mean())
 
 
+PSNR_CAP_DB = 100.0
+"""PSNR of identical images (MSE 0) and the ceiling of every PSNR: 100 dB is MSE 1e-10, far
+below the 8-bit quantisation floor, so the cap only ever bites on (near-)identical images."""
+
+
+def mse_to_psnr(mse: float) -> float:
+    """PSNR in dB for a mean squared error of [0, 1] images, capped at :data:`PSNR_CAP_DB` (NaN
+    for a NaN or infinite error). Every PSNR recon reports goes through this function."""
+    if not math.isfinite(mse):
+        return float("nan")
+    if mse <= 10.0 ** (-PSNR_CAP_DB / 10.0):
+        return PSNR_CAP_DB
+    return float(-10.0 * math.log10(mse))
+
+
 def psnr(pred: Tensor, target: Tensor) -> float:
-    """PSNR in dB of two images ``[H, W, 3]`` in [0, 1] (inf for identical images)."""
-    mse = float(((pred.clamp(0, 1) - target) ** 2).mean())
-    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+    """PSNR in dB of two images ``[H, W, 3]`` in [0, 1], ``pred`` clamped to [0, 1] (:func:`mse_to_psnr`)."""
+    return mse_to_psnr(float(((pred.clamp(0, 1) - target) ** 2).mean()))
 
 
 # --- named loss terms of the fit engine (recon.fit.engine.Term) ------------------------------

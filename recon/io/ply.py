@@ -1,4 +1,4 @@
-"""Gaussian splats as ``.ply`` in the graphdeco 3DGS layout, and ``.ply`` sequences with a manifest.
+"""Gaussian splats as ``.ply`` in the graphdeco 3DGS layout (one file: write, read, check).
 
 File layout (what graphdeco's ``GaussianModel.save_ply`` writes and every 3DGS viewer reads):
 binary little-endian, one ``vertex`` element, float32 properties in this order::
@@ -8,7 +8,8 @@ binary little-endian, one ``vertex`` element, float32 properties in this order::
 
 Conventions of the values:
 
-* ``x y z`` position in world units (for recon: the OpenCV world of the input cameras, y down);
+* ``x y z`` position in world units (for recon: the world of the input cameras; a sequence's
+  ``sequence.json`` names that world's up axis, handedness and units);
 * ``f_dc_*`` degree-0 spherical-harmonic coefficient per RGB channel, ``rgb = 0.5 + C0 * f_dc``;
 * ``f_rest_*`` higher SH bands, channel-major as graphdeco flattens them: ``f_rest_{c*K + k}`` is
   coefficient ``k+1`` of channel ``c``; in memory recon keeps ``sh_rest`` as ``[N, K, 3]``;
@@ -19,10 +20,7 @@ recon's Gaussians are isotropic: the one log-scale is written three times, the r
 identity ``(1, 0, 0, 0)`` and the normals are 0. Reading also accepts anisotropic files from
 other tools (three different scales, any quaternion) and keeps them as they are.
 
-A sequence is a folder ``OUT/ply/`` with ``frame_0000.ply ...`` (one standalone file per time,
-the same Gaussians in the same order in each; only positions change) and ``sequence.json`` (see
-:func:`write_ply_sequence`). The manifest lives inside ``ply/`` so the folder is replaced as one
-atomic rename: frames and manifest can never disagree.
+Sequences of such files (one per time, with a manifest) are :mod:`recon.io.plyseq`.
 """
 
 from __future__ import annotations
@@ -36,17 +34,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from recon import schema as S
 from recon.errors import InputError
-from recon.io.atomic import atomic_path, write_json
+from recon.io.atomic import atomic_path
 
 SH_C0 = 0.28209479177387814
 """Degree-0 real spherical harmonic, ``1 / (2 sqrt(pi))``: ``rgb = 0.5 + SH_C0 * f_dc``."""
-
-SEQUENCE_FORMAT = "recon-ply-sequence"
-SEQUENCE_VERSION = 1
-COORDINATES = ("right-handed world of the input cameras, whose poses are OpenCV (camera x right, y down, z forward); "
-               "the world's up axis is world.up")
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -352,183 +344,3 @@ def read_gaussians_ply(path: str | os.PathLike) -> GaussianPly:
         normals=nrm,
         extra=extra,
     )
-
-
-# --- sequences ----------------------------------------------------------------------------------
-@dataclass
-class PlySequence:
-    """A ``.ply`` sequence: T frames of the same N Gaussians."""
-
-    means: np.ndarray  # [T, N, 3] float32 positions per frame
-    gaussians: GaussianPly  # the shared attributes (its ``means`` are frame 0's)
-    times: np.ndarray  # [T] float64, in the unit named by manifest["time_unit"]
-    fps: float | None
-    manifest: dict[str, Any]
-    paths: list[Path]
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.means.shape[0])
-
-
-def frame_name(t: int) -> str:
-    return f"frame_{t:04d}.ply"
-
-
-def write_ply_sequence(
-    folder: str | os.PathLike,
-    frames: Sequence[Any] | np.ndarray,
-    log_scales: Any,
-    opacity_logits: Any,
-    colors_rgb: Any | None = None,
-    sh_dc: Any | None = None,
-    sh_rest: Any | None = None,
-    times: Sequence[float] | np.ndarray | None = None,
-    fps: float | None = None,
-    source: str | None = None,
-    time_unit: str = "s",
-    meta: dict[str, Any] | None = None,
-    world: dict[str, Any] | None = None,
-    fps_source: str | None = None,
-    render: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``folder/ply/frame_0000.ply ...`` and ``folder/ply/sequence.json``; returns ``folder/ply``.
-
-    The ``ply`` folder is written atomically: it appears (or replaces an old one) only once every
-    frame and the manifest are complete.
-
-    Args:
-        folder: Output folder (e.g. a run folder); created when missing.
-        frames: T per-frame positions ``[N, 3]`` (a list, or an array ``[T, N, 3]``), same N and
-            Gaussian order in every frame.
-        log_scales, opacity_logits, colors_rgb / sh_dc, sh_rest: shared attributes, shapes as in
-            :func:`write_gaussians_ply`.
-        times: ``[T]`` time of each frame (default ``t / fps``, or ``t`` without fps).
-        fps: Frames per second of playback (stored; None when unknown).
-        source: What the sequence was reconstructed from (stored in the manifest).
-        time_unit: Unit of ``times`` ("s" or "normalised").
-        meta: Free JSON-able extra fields for the manifest.
-        world: The world frame (``up`` unit vector and where it comes from, handedness, units).
-        fps_source: Where ``fps`` comes from (the capture, or a playback default).
-        render: How the splats were rendered when they were fitted (low-pass, compensation), so a
-            viewer can match.
-
-    Manifest ``sequence.json``: ``format`` ("recon-ply-sequence"), ``version``, ``count`` (T),
-    ``num_gaussians`` (N), ``frames`` (file names), ``times``, ``time_unit``, ``fps``,
-    ``sh_degree``, ``layout`` (graphdeco), ``isotropic``, ``coordinates``, ``world``,
-    ``fps_source``, ``render``, ``shared_attributes``, ``source``, ``recon_version``, ``meta``.
-    ``times`` are written at the precision given (float64 from a grid).
-    """
-    from recon import __version__
-
-    frames = list(frames)
-    if not frames:
-        raise ValueError("write_ply_sequence: no frames")
-    T = len(frames)
-    first = _as_f32(frames[0], "frames[0]", (None, 3))
-    n = first.shape[0]
-    if times is None:
-        times_arr = np.arange(T, dtype=np.float64) / (fps if fps else 1.0)
-    else:
-        times_arr = np.asarray(times, dtype=np.float64).reshape(-1)
-    if times_arr.shape != (T,) or not np.isfinite(times_arr).all():
-        raise ValueError(f"times: expected {T} finite values, got {times_arr.shape[0]}")
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be positive, got {fps}")
-    names, table = gaussians_to_columns(first, log_scales, opacity_logits, colors_rgb, sh_dc, sh_rest)
-    folder = Path(folder)
-    out = folder / "ply"
-    if out.exists() and not out.is_dir():
-        raise InputError("output exists and is not a folder", out)
-    k3 = sum(1 for nm in names if nm.startswith("f_rest_"))
-    s0 = names.index("scale_0")
-    manifest = {
-        "format": SEQUENCE_FORMAT,
-        "version": SEQUENCE_VERSION,
-        "count": T,
-        "num_gaussians": n,
-        "frames": [frame_name(t) for t in range(T)],
-        "times": times_arr.tolist(),
-        "time_unit": time_unit,
-        "fps": None if fps is None else float(fps),
-        "sh_degree": int(round(math.sqrt(k3 // 3 + 1))) - 1,
-        "layout": "graphdeco 3DGS binary_little_endian float32: " + " ".join(names),
-        "isotropic": bool(np.all(table[:, s0:s0 + 1] == table[:, s0:s0 + 3])),
-        "coordinates": COORDINATES,
-        "world": world or {"up": None, "up_source": "unknown", "handedness": "right-handed", "units": "unknown"},
-        "fps_source": fps_source,
-        "render": render,
-        "shared_attributes": "all but x y z are identical in every frame",
-        "source": source,
-        "recon_version": __version__,
-        "meta": meta or {},
-    }
-    header = _ply_header(names, n)
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
-        for t, f in enumerate(frames):
-            table[:, 0:3] = _as_f32(f, f"frames[{t}]", (n, 3))
-            with open(tmp / frame_name(t), "wb") as fh:
-                fh.write(header)
-                fh.write(table.tobytes())
-        write_json(tmp / "sequence.json", manifest)
-    return out
-
-
-def _seq_dir(folder: Path) -> Path:
-    if (folder / "sequence.json").is_file():
-        return folder
-    if (folder / "ply" / "sequence.json").is_file():
-        return folder / "ply"
-    if not folder.exists():
-        raise InputError("path does not exist", folder)
-    raise InputError("not a ply sequence (no sequence.json here or in ply/)", folder)
-
-
-def read_ply_sequence(folder: str | os.PathLike) -> PlySequence:
-    """Read a sequence written by :func:`write_ply_sequence`; ``folder`` is the output folder or its ``ply/``.
-
-    Checks the manifest, that every listed frame exists and has the same N and properties, and
-    that all attributes except positions equal frame 0's. Raises :class:`InputError` naming the
-    file and field otherwise.
-    """
-    d = _seq_dir(Path(folder))
-    src = d / "sequence.json"
-    man = S.read_json(src, what="sequence.json")
-    if not isinstance(man, dict):
-        raise InputError("expected a JSON object", src)
-    if man.get("format") != SEQUENCE_FORMAT:
-        raise InputError(f"expected format {SEQUENCE_FORMAT!r}, got {man.get('format')!r}", src, "format")
-    if not isinstance(man.get("version"), int) or man["version"] > SEQUENCE_VERSION:
-        raise InputError(f"version {man.get('version')!r} is newer than this recon supports ({SEQUENCE_VERSION})", src, "version")
-    names = man.get("frames")
-    if not isinstance(names, list) or not names or not all(isinstance(x, str) for x in names):
-        raise InputError("expected a non-empty list of file names", src, "frames")
-    if man.get("count") != len(names):
-        raise InputError(f"count {man.get('count')!r} != {len(names)} listed frames", src, "count")
-    try:
-        times = np.asarray(man.get("times"), dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise InputError("expected a list of numbers", src, "times") from None
-    if times.shape != (len(names),) or not np.isfinite(times).all():
-        raise InputError(f"expected {len(names)} finite times", src, "times")
-    for i, nm in enumerate(names):
-        S.PathStr(name_only=True).check(nm, src, f"frames[{i}]")
-    fps = S.Optional(S.Num(gt=0.0)).check(man.get("fps"), src, "fps")
-    paths = [d / nm for nm in names]
-    g0 = read_gaussians_ply(paths[0])
-    n = g0.num_gaussians
-    if "num_gaussians" in man and man["num_gaussians"] != n:
-        raise InputError(f"manifest says {man['num_gaussians']} Gaussians, {paths[0].name} has {n}", src, "num_gaussians")
-    means = np.empty((len(paths), n, 3), np.float32)
-    means[0] = g0.means
-    for t, p in enumerate(paths[1:], start=1):
-        g = read_gaussians_ply(p)
-        if g.num_gaussians != n:
-            raise InputError(f"{g.num_gaussians} Gaussians, frame 0 has {n} (every frame must hold the same Gaussians)", p, "vertex")
-        for attr in ("log_scales", "opacity_logits", "sh_dc", "sh_rest", "rotations"):
-            a, b = getattr(g, attr), getattr(g0, attr)
-            if a.shape != b.shape or not np.array_equal(a, b):
-                raise InputError("differs from frame 0 (a recon sequence shares all attributes but positions)", p, attr)
-        means[t] = g.means
-    return PlySequence(means=means, gaussians=g0, times=times, fps=None if fps is None else float(fps), manifest=man, paths=paths)

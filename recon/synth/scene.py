@@ -174,8 +174,9 @@ class ArcRig:
     def cameras(self, views: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """``(K [V, 3, 3] pixels, w2c [V, 4, 4] OpenCV world-to-camera)`` for image ``size = (H, W)``."""
         H, W = size
-        f = (W / 2.0) / np.tan(np.radians(self.fov_deg) / 2.0)
-        K = np.array([[f, 0.0, W / 2.0], [0.0, f, H / 2.0], [0.0, 0.0, 1.0]])
+        from recon.grid import fov_intrinsics
+
+        K = fov_intrinsics(H, W, self.fov_deg)
         frac = np.linspace(-0.5, 0.5, views) if views > 1 else np.zeros(1)
         az = np.radians(self.center_azimuth_deg + self.arc_deg * frac)
         tgt = np.asarray(self.target, np.float64)
