@@ -148,3 +148,19 @@ def test_summarize_skips_nan():
     s = M.summarize([1.0, 3.0, float("nan"), None])
     assert s == {"mean": 2.0, "std": 1.0, "n": 2}
     assert math.isnan(M.summarize([])["mean"])
+
+
+def test_paired_differences_follow_each_metrics_direction():
+    from recon.bench.report import paired_differences, paired_table
+
+    runs = []
+    for c, (a, b, fa, fb) in enumerate([(30.0, 29.0, 0.1, 0.3), (28.0, 28.5, 0.2, 0.2), (31.0, 30.0, 0.0, 0.5)]):
+        runs.append({"case": f"c{c}", "method": "recon", "status": "ok", "metrics": {"novel_psnr": a, "floater_ratio": fa}})
+        runs.append({"case": f"c{c}", "method": "no-prune", "status": "ok", "metrics": {"novel_psnr": b, "floater_ratio": fb}})
+    runs.append({"case": "c3", "method": "recon", "status": "ok", "metrics": {"novel_psnr": 40.0}})  # unpaired: left out
+    p = paired_differences(runs, ["recon", "no-prune"])["no-prune"]
+    assert p["novel_psnr"]["n"] == 3 and p["novel_psnr"]["mean"] == pytest.approx((1.0 - 0.5 + 1.0) / 3)
+    assert p["novel_psnr"]["better"] == 2  # higher is better
+    assert p["floater_ratio"]["better"] == 2  # lower is better: recon has fewer floaters in c0 and c2
+    assert p["novel_psnr"]["by_case"] == {"c0": 1.0, "c1": -0.5, "c2": 1.0}
+    assert "recon better in 2/3" in paired_table({"no-prune": p})

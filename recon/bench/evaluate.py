@@ -59,17 +59,38 @@ def render_world(scene, j: int, K: np.ndarray, w2c: np.ndarray, size: tuple[int,
 def heldout_metrics(case: Case, scene, background: np.ndarray | None, lpips: Any = None) -> dict[str, Any]:
     """PSNR / SSIM / masked PSNR on the GT foreground and on the background (/ LPIPS) per held-out
     cell; ``per_cell`` lists them, means at the top level."""
-    E, T = case.eval_images.shape[:2]
-    H, W = case.eval_images.shape[2:4]
+    return camera_metrics(scene, case.eval_images, case.eval_K, case.eval_w2c, case.eval_masks, case.eval_names,
+                          background, lpips)
+
+
+def novel_metrics(case: Case, scene, background: np.ndarray | None, lpips: Any = None) -> dict[str, Any]:
+    """The metrics of :func:`heldout_metrics` from the off-grid cameras of a synthetic case
+    (``case.novel_*``), keys prefixed ``novel_``; ``{}`` without them. Rendered without per-view
+    offsets (no input view looked from there) -- the geometry a viewer shows."""
+    if case.novel_images is None:
+        return {}
+    m = camera_metrics(scene, case.novel_images, case.novel_K, case.novel_w2c, case.novel_masks, case.novel_names,
+                       background, lpips)
+    m.pop("_renders")
+    return {("novel_per_cell" if k == "per_cell" else f"novel_{k}"): v for k, v in m.items()}
+
+
+def camera_metrics(scene, images: np.ndarray, K: np.ndarray, w2c: np.ndarray, masks: np.ndarray | None,
+                   names: list[str], background: np.ndarray | None, lpips: Any = None) -> dict[str, Any]:
+    """Render ``scene`` from cameras ``K [E, T, 3, 3]``, ``w2c [E, T, 4, 4]`` (world) at every time
+    and score it against ``images uint8 [E, T, H, W, 3]`` (``masks [E, T, H, W]``: foreground):
+    ``{"per_cell": [...], "psnr", "ssim", ["masked_psnr", "background_psnr"], ["lpips"], "_renders"}``."""
+    E, T = images.shape[:2]
+    H, W = images.shape[2:4]
     cells, renders = [], {}
     for j in range(T):
-        rgb, _ = render_world(scene, j, case.eval_K[:, j], case.eval_w2c[:, j], (H, W), background)
+        rgb, _ = render_world(scene, j, K[:, j], w2c[:, j], (H, W), background)
         for e in range(E):
-            gt = case.eval_images[e, j].astype(np.float64) / 255.0
-            row = {"view": case.eval_names[e], "time": j, "psnr": M.psnr(rgb[e], gt), "ssim": M.ssim(rgb[e], gt)}
-            if case.eval_masks is not None:
-                row["masked_psnr"] = M.masked_psnr(rgb[e], gt, case.eval_masks[e, j])
-                row["background_psnr"] = M.masked_psnr(rgb[e], gt, ~case.eval_masks[e, j])
+            gt = images[e, j].astype(np.float64) / 255.0
+            row = {"view": names[e], "time": j, "psnr": M.psnr(rgb[e], gt), "ssim": M.ssim(rgb[e], gt)}
+            if masks is not None:
+                row["masked_psnr"] = M.masked_psnr(rgb[e], gt, masks[e, j])
+                row["background_psnr"] = M.masked_psnr(rgb[e], gt, ~masks[e, j])
             if lpips is not None:
                 row["lpips"] = lpips(rgb[e], gt)
             cells.append(row)

@@ -31,6 +31,9 @@ METRICS: tuple[tuple[str, str, str, bool | None], ...] = (
     ("masked_psnr", "masked PSNR dB", "{:.2f}", True),
     ("background_psnr", "bg PSNR dB", "{:.2f}", True),
     ("lpips", "LPIPS", "{:.3f}", False),
+    ("novel_psnr", "novel PSNR dB", "{:.2f}", True),
+    ("novel_masked_psnr", "novel masked PSNR dB", "{:.2f}", True),
+    ("novel_background_psnr", "novel bg PSNR dB", "{:.2f}", True),
     ("train_psnr", "train PSNR dB", "{:.2f}", True),
     ("chamfer", "Chamfer", "{:.4f}", False),
     ("accuracy", "accuracy", "{:.4f}", False),
@@ -62,6 +65,53 @@ def summarise_runs(runs: list[dict[str, Any]], methods: list[str], group_key: st
             sel = [r for r in runs if r["method"] == m and r["status"] == "ok" and (group_key is None or r.get("group") == g)]
             out[g][m] = {k: summarize([r["metrics"].get(k) for r in sel]) for k, *_ in METRICS}
     return out
+
+
+PAIRED_METRICS = ("psnr", "background_psnr", "novel_psnr", "novel_background_psnr", "floater_ratio", "chamfer")
+"""Metrics of the paired comparison (:func:`paired_differences`)."""
+
+
+def paired_differences(runs: list[dict[str, Any]], methods: list[str], base: str = "recon",
+                       keys: tuple[str, ...] = PAIRED_METRICS) -> dict[str, Any]:
+    """Per method ``m`` other than ``base`` and metric: the per-case differences ``base - m``
+    over the cases where both ran, ``{mean, std, n, better}`` (``better``: cases where ``base`` is
+    better, by the metric's direction) and the differences themselves, by case."""
+    direction = {k: hb for k, _, _, hb in METRICS}
+    ok = {(r["case"], r["method"]): r["metrics"] for r in runs if r["status"] == "ok"}
+    cases = sorted({c for c, _ in ok})
+    out: dict[str, Any] = {}
+    for m in methods:
+        if m == base:
+            continue
+        out[m] = {}
+        for k in keys:
+            diffs = {c: _num(ok[(c, base)].get(k)) - _num(ok[(c, m)].get(k)) for c in cases
+                     if (c, base) in ok and (c, m) in ok}
+            diffs = {c: d for c, d in diffs.items() if math.isfinite(d)}
+            if not diffs:
+                continue
+            s = summarize(list(diffs.values()))
+            sign = 1.0 if direction.get(k, True) else -1.0
+            out[m][k] = {**s, "better": int(sum(sign * d > 0 for d in diffs.values())), "by_case": diffs}
+    return out
+
+
+def paired_table(paired: dict[str, Any], base: str = "recon") -> str:
+    """Markdown: one row per method, one column per metric: ``mean ± std (better in b of n)``."""
+    keys = [k for k in PAIRED_METRICS if any(k in v for v in paired.values())]
+    if not keys:
+        return ""
+    title = {k: t for k, t, *_ in METRICS}
+    fmt = {k: f for k, _, f, _ in METRICS}
+    lines = [f"| {base} - method | " + " | ".join(title[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for m, row in paired.items():
+        cells = []
+        for k in keys:
+            s = row.get(k)
+            cells.append("n/a" if s is None else f"{fmt[k].format(s['mean'])} ± {fmt[k].format(s['std'] or 0.0)} "
+                                                f"({base} better in {s['better']}/{s['n']})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _num(v: Any) -> float:
@@ -210,6 +260,9 @@ def write_report(out: Path, results: dict[str, Any], renders: dict[str, dict[str
     if len(by) > 1:
         for g, summ in by.items():
             parts += [f"\n### {g}\n", markdown_table(summ, methods, status)]
+    paired = results.get("paired") or {}
+    if paired:
+        parts += ["\n### Paired differences per case: recon - method (positive: recon higher; \"better\" follows each metric's direction)\n", paired_table(paired)]
     notes = results.get("notes") or []
     if notes:
         parts += ["\nNotes:"] + [f"- {n}" for n in notes]

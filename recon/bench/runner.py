@@ -168,6 +168,7 @@ def evaluate_run(case: Case, scene, background, settings: BenchSettings, lpips: 
         h = EV.heldout_metrics(case, scene, background, lpips)
         per_cell, renders = h.pop("per_cell"), h.pop("_renders")
         metrics.update(h)
+    metrics.update(EV.novel_metrics(case, scene, background, lpips))  # novel_psnr, ..., novel_per_cell
     metrics.update(EV.train_fit_metrics(case, scene, background))
     if case.full is not None and case.scene is not None:
         metrics.update(EV.geometry_metrics(case, scene))
@@ -267,7 +268,7 @@ def run_bench(
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """Run every available method on every case; returns ``(results, renders for the contact sheet)``."""
     from recon.bench.metrics import LpipsMetric, lpips_status
-    from recon.bench.report import summarise_runs
+    from recon.bench.report import paired_differences, summarise_runs
     from recon.io.atomic import write_json
 
     adapters = adapters or {"dust3r": Dust3rAdapter(), "splatt3r": Splatt3rAdapter()}
@@ -338,6 +339,7 @@ def run_bench(
         "runs": runs,
         "summary": summarise_runs(runs, methods),
         "summary_by_group": summarise_runs(runs, methods, group_key="group"),
+        "paired": paired_differences(runs, methods) if "recon" in methods else {},
         "notes": [f"LPIPS: {lp_why}"] if not lp_ok else [],
     }
     return _finite(results), sheet

@@ -28,7 +28,11 @@ import numpy as np
 from recon.errors import InputError
 from recon.grid import FrameGrid
 
-SUITES = ("synthetic", "panoptic", "generated", "custom")
+SUITES = ("synthetic", "seedlike", "panoptic", "generated", "custom")
+NOVEL_CAMERAS: tuple[tuple[float, float], ...] = ((-0.25, 15.0), (0.25, 15.0))
+"""Off-grid evaluation cameras of synthetic cases: ``(arc fraction, elevation above the arc in
+degrees)`` (:meth:`recon.synth.scene.ArcRig.novel_cameras`): between the grid's arc positions
+and 15 degrees higher, where no input view looked from."""
 PANOPTIC_TEST_CAMERAS = (0, 10)
 """Held-out cameras of the Panoptic sequences in Dynamic 3D Gaussians' split (those in test_meta.json)."""
 
@@ -53,6 +57,14 @@ class Case:
     eval_names: list[str] = field(default_factory=list)
     full: FrameGrid | None = None
     scene: Any = None
+    novel_images: np.ndarray | None = None
+    """Synthetic cases: ``uint8 [N, T, H, W, 3]`` ground truth of cameras that are not in the
+    grid (:data:`NOVEL_CAMERAS`), rendered by the ray caster at every grid time; with
+    ``novel_K [N, T, 3, 3]``, ``novel_w2c [N, T, 4, 4]``, ``novel_masks [N, T, H, W]`` (foreground)."""
+    novel_K: np.ndarray | None = None
+    novel_w2c: np.ndarray | None = None
+    novel_masks: np.ndarray | None = None
+    novel_names: list[str] = field(default_factory=list)
     tracks: str = "flow"
     """Track source that suits this input (used unless ``--tracks`` is given): ``flow`` for
     generated and synthetic grids (closely spaced views), ``rig`` for a calibrated wide-baseline
@@ -86,10 +98,29 @@ class SuiteOptions:
     custom_holdout: tuple[int, ...] = ()
 
 
-def suite_options(quick: bool, **overrides: Any) -> SuiteOptions:
-    """Defaults, or the ``--quick`` CPU set (synthetic: 2 scenes x 1 seed x clean/inconsistent, 64 px, 4 times; panoptic: 8 training cameras, 4 times, 160x90)."""
+SEEDLIKE = dict(views=10, holdout=(2, 7), frames=8, size=(144, 256), scenes=("orbit", "bounce", "twist", "mixed"),
+                seeds=(0, 1), inconsistency=(0.0, 0.6))
+"""The ``seedlike`` suite: the seed's kind of input (4Real-Video: an 8 x 8 grid at 288 x 512 from a
+video generator, depth from a monocular estimator) at half its size: 8 training views (+ 2 held
+out on the arc, + the off-grid :data:`NOVEL_CAMERAS`) x 8 times at 144 x 256, four scenes x two
+seeds, clean and with injected inconsistency, depth ``mono-sim`` (:mod:`recon.tracking.monosim`;
+``--tracking.depth mvs`` for the second estimated-depth setting)."""
+SEEDLIKE_QUICK = dict(SEEDLIKE, size=(72, 128), inconsistency=(0.6,))
+"""``seedlike --quick``: the same cases at a quarter of the seed's size, inconsistent grids only
+(the claims are about generated, i.e. inconsistent, input)."""
+SEEDLIKE_QUICK_CONFIG = {"deform": {"iterations": 400, "density": {"max_gaussians": 20000}}}
+"""Pipeline overrides of ``seedlike --quick`` (under the user's ``--config`` and flags): a short
+deform fit with at most 20k Gaussians, so 8 cases x 4 methods fit in 20 minutes on 2 cores
+(a default fit of one 72 x 128 case takes ~4 minutes there); the full protocol uses the defaults."""
+
+
+def suite_options(quick: bool, suite: str = "synthetic", **overrides: Any) -> SuiteOptions:
+    """Defaults, or the ``--quick`` CPU set (synthetic: 2 scenes x 1 seed x clean/inconsistent, 64 px, 4 times; panoptic: 8 training cameras, 4 times, 160x90;
+    seedlike: :data:`SEEDLIKE` / :data:`SEEDLIKE_QUICK`)."""
     o = SuiteOptions()
-    if quick:
+    if suite == "seedlike":
+        o = SuiteOptions(**(SEEDLIKE_QUICK if quick else SEEDLIKE))
+    elif quick:
         o = SuiteOptions(scenes=("orbit", "bounce"), seeds=(0,), inconsistency=(0.0, 0.6), views=7, holdout=(1, 5),
                          frames=4, size=(64, 64), panoptic_train_views=8, panoptic_frames="0:8:2", panoptic_scale=0.25)
     for k, v in overrides.items():
@@ -140,10 +171,33 @@ def case_from_grid(name: str, grid: FrameGrid, holdout: tuple[int, ...], tags: d
 
         case.full = ensure_ground_truth(grid)
         case.scene = scene_from_meta(grid.meta)
+        add_novel_views(case, grid)
     return case
 
 
-def synthetic_cases(o: SuiteOptions) -> list[Case]:
+def add_novel_views(case: Case, grid: FrameGrid, cameras: tuple[tuple[float, float], ...] = NOVEL_CAMERAS) -> None:
+    """Render the ground truth of the off-grid ``cameras`` (:data:`NOVEL_CAMERAS`) of a synthetic
+    case at every grid time into ``case.novel_*`` (the clean scene: no injected inconsistency)."""
+    from recon.synth.make import render_time
+
+    scene, H, W = case.scene, grid.height, grid.width
+    rig = [scene.rig.novel_cameras((f,), (H, W), el) for f, el in cameras]
+    K, w2c = np.concatenate([k for k, _ in rig]), np.concatenate([w for _, w in rig])
+    imgs, masks = [], []
+    for t in grid.times:
+        r = render_time(scene, K, w2c, (H, W), float(t), supersample=2)
+        imgs.append(np.clip(np.rint(r["rgb"] * 255.0), 0, 255).astype(np.uint8))
+        masks.append(np.isin(r["object_id"], scene.foreground_ids))
+    T = grid.num_times
+    case.novel_images = np.stack(imgs, 1)
+    case.novel_masks = np.stack(masks, 1)
+    case.novel_K = np.repeat(K[:, None], T, 1)
+    case.novel_w2c = np.repeat(w2c[:, None], T, 1)
+    case.novel_names = [f"arc{f:+g}/el{el:+g}" for f, el in cameras]
+
+
+def synthetic_cases(o: SuiteOptions, depth: str = "auto") -> list[Case]:
+    """Procedural cases (``synthetic`` and ``seedlike``); ``depth``: the cases' depth provider."""
     from recon.synth import make_grid
 
     cases = []
@@ -152,7 +206,9 @@ def synthetic_cases(o: SuiteOptions) -> list[Case]:
             for inc in o.inconsistency:
                 grid = make_grid(scene=scene, views=o.views, frames=o.frames, size=tuple(o.size), seed=seed, inconsistency=inc)
                 name = f"{scene}-s{seed}-{'clean' if inc == 0 else f'inc{inc:g}'}"
-                cases.append(case_from_grid(name, grid, o.holdout, {"scene": scene, "seed": seed, "inconsistency": inc}))
+                case = case_from_grid(name, grid, o.holdout, {"scene": scene, "seed": seed, "inconsistency": inc})
+                case.depth = depth
+                cases.append(case)
     return cases
 
 
@@ -224,6 +280,8 @@ def build_cases(suite: str, o: SuiteOptions) -> list[Case]:
     """The cases of ``suite`` (one of :data:`SUITES`)."""
     if suite == "synthetic":
         return synthetic_cases(o)
+    if suite == "seedlike":
+        return synthetic_cases(o, depth="mono-sim")
     if suite == "panoptic":
         return panoptic_cases(o)
     if suite in ("generated", "custom"):

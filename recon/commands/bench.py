@@ -41,6 +41,8 @@ def bench(
         out: Output folder (results.json, table.md, metric_bars.png, psnr_per_cell.png,
             contact_sheet.png, runs/<case>/<method>/).
         suite: synthetic (procedural scenes with exact ground truth, clean and inconsistent),
+            seedlike (the seed's kind of input: 8 views x 8 times at 144x256, depth mono-sim, i.e.
+            ground truth degraded like a monocular estimator; quick: 72x128, inconsistent grids),
             panoptic (real CMU Panoptic capture, held-out cameras 0 and 10), generated (grid
             folders from `recon generate`, via --grids; no ground truth), custom (--grids, any input).
         methods: Comma-separated: recon, no-prune, no-view-offsets, no-tracking, pointmap-init,
@@ -120,6 +122,7 @@ def bench(
 
     opts = suite_options(
         quick,
+        suite,
         scenes=_list(scenes, str, "--scenes"),
         seeds=None if seeds is None else tuple(check_seed(s, "--seeds") for s in _list(seeds, int, "--seeds")),
         inconsistency=_list(inconsistency, float, "--inconsistency"),
@@ -137,6 +140,10 @@ def bench(
     flags = cli_overrides()
     config_from_dict({"seed": seed, **flags}, base, "command line")  # the flags' types and ranges, before any work
     overrides = _deep_merge(overrides, flags)
+    if suite == "seedlike" and quick:
+        from recon.bench.suites import SEEDLIKE_QUICK_CONFIG
+
+        overrides = _deep_merge(SEEDLIKE_QUICK_CONFIG, overrides)
     settings = BenchSettings(
         device=resolve_device(device),
         seed=seed,

@@ -180,20 +180,42 @@ class ArcRig:
         frac = np.linspace(-0.5, 0.5, views) if views > 1 else np.zeros(1)
         az = np.radians(self.center_azimuth_deg + self.arc_deg * frac)
         tgt = np.asarray(self.target, np.float64)
-        w2c = np.zeros((views, 4, 4))
-        up = np.array([0.0, 1.0, 0.0])
-        for i, a in enumerate(az):
-            c = tgt + np.array([self.radius * np.sin(a), self.height, self.radius * np.cos(a)])
-            z = tgt - c
-            z /= np.linalg.norm(z)
-            x = np.cross(z, up)
-            x /= np.linalg.norm(x)
-            y = np.cross(z, x)  # OpenCV: y down
-            R = np.stack([x, y, z])
-            w2c[i, :3, :3] = R
-            w2c[i, :3, 3] = -R @ c
-            w2c[i, 3, 3] = 1.0
+        w2c = np.stack([self.look_at(tgt + np.array([self.radius * np.sin(a), self.height, self.radius * np.cos(a)]))
+                        for a in az])
         return np.broadcast_to(K, (views, 3, 3)).copy(), w2c
+
+    def look_at(self, centre: np.ndarray) -> np.ndarray:
+        """``[4, 4]`` OpenCV world-to-camera of a camera at ``centre`` looking at ``target``, world +y up."""
+        c = np.asarray(centre, np.float64)
+        z = np.asarray(self.target, np.float64) - c
+        z /= np.linalg.norm(z)
+        x = np.cross(z, np.array([0.0, 1.0, 0.0]))
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)  # OpenCV: y down
+        R = np.stack([x, y, z])
+        w2c = np.eye(4)
+        w2c[:3, :3] = R
+        w2c[:3, 3] = -R @ c
+        return w2c
+
+    def novel_cameras(self, fractions: tuple[float, ...], size: tuple[int, int],
+                      elevation_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Cameras that are not on the grid: at arc positions ``fractions`` (-0.5 .. 0.5, the
+        arc's ends; the grid's views sit at ``linspace(-0.5, 0.5, V)``), on the sphere around
+        ``target`` through the arc, raised by ``elevation_deg`` above the arc's elevation.
+        Returns ``(K [E, 3, 3], w2c [E, 4, 4])`` like :meth:`cameras`."""
+        from recon.grid import fov_intrinsics
+
+        H, W = size
+        rho = float(np.hypot(self.radius, self.height))
+        el = np.arctan2(self.height, self.radius) + np.radians(elevation_deg)
+        tgt = np.asarray(self.target, np.float64)
+        w2c = []
+        for f in fractions:
+            a = np.radians(self.center_azimuth_deg + self.arc_deg * float(f))
+            w2c.append(self.look_at(tgt + rho * np.array([np.cos(el) * np.sin(a), np.sin(el), np.cos(el) * np.cos(a)])))
+        K = fov_intrinsics(H, W, self.fov_deg)
+        return np.broadcast_to(K, (len(fractions), 3, 3)).copy(), np.stack(w2c)
 
 
 @spec_type

@@ -1,5 +1,6 @@
 """Depth per frame behind one interface: :func:`estimate_depth` with the providers of
-:data:`DEPTH_PROVIDERS` (``gt``, ``mvs``, ``file``).
+:data:`DEPTH_PROVIDERS` (``gt``, ``mvs``, ``file``, and ``mono-sim``: ground truth degraded like
+a monocular estimator, :mod:`recon.tracking.monosim`).
 
 All providers return z-depth (distance along the camera's +z axis, OpenCV) in the grid's camera
 units, float32 ``[N, H, W]`` for N requested cells ``(view, time)``, with 0 where depth is unknown.
@@ -91,10 +92,17 @@ DEPTH_PROVIDERS: dict[str, DepthProvider] = {
     "gt": DepthProvider(lambda grid, cells, req: gt_depth(grid, cells), auto=lambda grid: "depth" in grid.extras),
     "mvs": DepthProvider(_mvs, auto=lambda grid: True, needs_poses=True),
     "file": DepthProvider(_file),
+    "mono-sim": DepthProvider(lambda grid, cells, req: _mono_sim(grid, cells)),
 }
 """Depth providers by name (module docstring). ``auto`` picks the first row whose ``auto`` accepts
 the grid: ``gt`` when the grid carries synthetic depth, else ``mvs``. A new provider is one
 function plus one row here (or :func:`register_depth_provider`)."""
+
+
+def _mono_sim(grid: FrameGrid, cells: list[Cell]) -> torch.Tensor:
+    from recon.tracking.monosim import mono_sim_depth
+
+    return mono_sim_depth(grid, cells)
 
 
 def provider_names() -> tuple[str, ...]:
