@@ -215,12 +215,32 @@ def test_bench_dotted_flags_reach_every_fit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(R, "fit", fake_fit)
     args = ["bench", "--out", str(tmp_path / "b"), "--suite", "custom", "--grids", str(grid_dir), "--methods", "recon",
-            "--holdout", "views=1", "--deform.iterations", "7", "--tracking.tracks", "rig", "--threads", "1"]
+            "--holdout", "views=1", "--deform.iterations", "7", "--tracking.tracks", "rig", "--threads", "1",
+            "--tracking.keyframes", "5"]
     main(args)
     s = seen["settings"]
     assert s.config["deform"]["iterations"] == 7 and s.threads == 1
+    assert R.sampling(s) == (5, 2)  # the flag, not the settings' default keyframes
     assert seen["tracking"][0] == "rig"
     assert main(["bench", "--out", str(tmp_path / "c"), "--suite", "custom", "--grids", str(grid_dir),
                  "--deform.iterations", "-3"]) == 2
     assert main(["bench", "--out", str(tmp_path / "d"), "--suite", "custom", "--grids", str(grid_dir),
                  "--holdout", "views=1,times=0"]) == 2
+
+
+def test_seedlike_cases_have_mono_sim_depth_and_novel_cameras():
+    from recon.bench.suites import NOVEL_CAMERAS, SEEDLIKE_QUICK, build_cases, suite_options
+
+    o = suite_options(True, "seedlike", size=(24, 32), frames=2, scenes=("orbit",))
+    assert o.views == SEEDLIKE_QUICK["views"] and o.inconsistency == (0.6,) and o.seeds == (0, 1)
+    cases = build_cases("seedlike", o)
+    assert [c.name for c in cases] == ["orbit-s0-inc0.6", "orbit-s1-inc0.6"]
+    c = cases[0]
+    assert c.depth == "mono-sim" and c.train.num_views == 8
+    E = len(NOVEL_CAMERAS)
+    assert c.novel_images.shape == (E, 2, 24, 32, 3) and c.novel_masks.shape == (E, 2, 24, 32)
+    assert c.novel_masks.any() and (~c.novel_masks).any()
+    # the novel cameras are off the grid: none coincides with a grid camera
+    centres = lambda w: -np.einsum("...ji,...j->...i", w[..., :3, :3], w[..., :3, 3])
+    d = np.linalg.norm(centres(c.novel_w2c[:, 0])[:, None] - centres(c.full.cameras.w2c[:, 0])[None], axis=-1)
+    assert d.min() > 0.1

@@ -89,6 +89,13 @@ class BenchSettings:
 
 # --- the one place that talks to the pipeline --------------------------------------------------
 
+def sampling(settings: BenchSettings) -> tuple[int, int]:
+    """``(keyframes, stride)`` of the tracking seeds (and of the point budget of ``pointmap-init``
+    and ``no-tracking``): ``--tracking.keyframes`` / ``--tracking.stride`` when given, else the settings'."""
+    tracking = settings.config.get("tracking") or {}
+    return int(tracking.get("keyframes", settings.keyframes)), int(tracking.get("stride", settings.stride))
+
+
 def tracking_of(case: Case, settings: BenchSettings) -> tuple[str, str]:
     """``(tracks, depth)`` for ``case``: the config's ``tracking`` fields when given, else the case's own."""
     tracking = settings.config.get("tracking") or {}
@@ -108,8 +115,7 @@ def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_p
     cfg.tracking.tracks = "file" if tracks_path is not None else tracking[0]
     cfg.tracking.tracks_path = None if tracks_path is None else str(tracks_path)
     cfg.tracking.depth = tracking[1]
-    cfg.tracking.keyframes = settings.keyframes
-    cfg.tracking.stride = settings.stride
+    cfg.tracking.keyframes, cfg.tracking.stride = sampling(settings)
     cfg.prune.enabled = spec.prune
     cfg.canonical.view_offsets = spec.view_offsets
     deform = settings.config.get("deform") or {}
@@ -142,9 +148,9 @@ def initial_tracks(case: Case, spec: MethodSpec, settings: BenchSettings, run_di
     depth = B.freeze_time_depth(g, provider, settings.device, mvs_range=mvs_range_for(tracks_source, g.num_views))
     info: dict[str, Any] = {}
     if spec.init == "pointmap":
-        tracks = B.pointmap_tracks(g, depth, B.pointmap_stride(g, settings.keyframes, settings.stride))
+        tracks = B.pointmap_tracks(g, depth, B.pointmap_stride(g, *sampling(settings)))
     elif spec.init == "random":
-        count = B.pointmap_tracks(g, depth, B.pointmap_stride(g, settings.keyframes, settings.stride)).num_points
+        count = B.pointmap_tracks(g, depth, B.pointmap_stride(g, *sampling(settings))).num_points
         tracks = B.random_tracks(g, depth, count, settings.seed)
     elif spec.init in ("dust3r", "splatt3r"):
         tracks, info = adapters[spec.init].run(g, run_dir, depth[int(g.central_view)], settings.device)
