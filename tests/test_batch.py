@@ -117,6 +117,7 @@ def test_bench_through_ray_equals_sequential(tmp_path):
         assert [r["method"] for r in results["runs"]] == ["recon", "no-prune"]  # (case, method) order kept
         assert all(r["status"] == "ok" for r in results["runs"]), [r.get("error") for r in results["runs"]]
         assert "novel:recon" in sheet["orbit-tiny"]
+        assert sheet["orbit-tiny"]["offgrid:recon"].shape == sheet["orbit-tiny"]["offgrid:gt"].shape  # off-grid cameras
         return [{k: v for k, v in r["metrics"].items() if k not in timing} for r in results["runs"]]
 
     assert numbers(2) == numbers(1)

@@ -11,6 +11,7 @@ Layout of a bench run folder::
     OUT/psnr_per_cell.png   held-out PSNR of every (view, time) cell, one line per method, per case
     OUT/contact_sheet.png   per case: GT held-out frame, then each method's render of it
     OUT/novel_views.png     per case and method: three novel views (a bullet-time sweep between the grid cameras)
+    OUT/offgrid_views.png   synthetic cases: the off-grid evaluation cameras at time 0, ground truth first
     OUT/runs/<case>/<method>/fit/   each fit's pipeline run folder; init/ holds a non-tracking initialisation
 """
 
@@ -223,9 +224,20 @@ def write_plots(out: Path, results: dict[str, Any], renders: dict[str, dict[str,
 
 def _novel_sheet(out: Path, renders: dict[str, dict[str, np.ndarray]], methods: list[str], plt) -> list[str]:
     """OUT/novel_views.png: per case (rows) and method (columns), three novel-view frames of a
-    bullet-time sweep between the grid's cameras (:func:`recon.bench.runner.novel_views`)."""
-    rows = [c for c in renders if any(k.startswith("novel:") for k in renders[c])]
-    cols = [m for m in methods if any(f"novel:{m}" in renders[c] for c in rows)]
+    bullet-time sweep between the grid's cameras (:func:`recon.bench.runner.novel_views`); and
+    OUT/offgrid_views.png: the off-grid evaluation cameras of synthetic cases at time 0
+    (:data:`recon.bench.suites.NOVEL_CAMERAS`), ground truth first."""
+    return (_strip_sheet(out, renders, methods, plt, "novel", "novel_views.png",
+                         "novel views: a bullet-time sweep between the grid cameras at time 0 (no per-view offsets)")
+            + _strip_sheet(out, renders, ["gt", *methods], plt, "offgrid", "offgrid_views.png",
+                           "off-grid cameras (between the arc's views, 15 degrees higher) at time 0: the novel-PSNR views"))
+
+
+def _strip_sheet(out: Path, renders: dict[str, dict[str, np.ndarray]], columns: list[str], plt, prefix: str,
+                 name: str, title: str) -> list[str]:
+    """One image per (case, column) from ``renders[case][f"{prefix}:{column}"]``, in a grid."""
+    rows = [c for c in renders if any(k.startswith(f"{prefix}:") for k in renders[c])]
+    cols = [m for m in columns if any(f"{prefix}:{m}" in renders[c] for c in rows)]
     if not rows or not cols:
         return []
     from recon.io.atomic import atomic_path
@@ -235,17 +247,17 @@ def _novel_sheet(out: Path, renders: dict[str, dict[str, np.ndarray]], methods: 
         for j, m in enumerate(cols):
             ax = axes[i, j]
             ax.axis("off")
-            if f"novel:{m}" in renders[c]:
-                ax.imshow(renders[c][f"novel:{m}"])
+            if f"{prefix}:{m}" in renders[c]:
+                ax.imshow(renders[c][f"{prefix}:{m}"])
             if i == 0:
                 ax.set_title(m, fontsize=8)
         axes[i, 0].text(-0.02, 0.5, c, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=7)
-    fig.suptitle("novel views: a bullet-time sweep between the grid cameras at time 0 (no per-view offsets)", fontsize=7)
+    fig.suptitle(title, fontsize=7)
     fig.tight_layout()
-    with atomic_path(out / "novel_views.png") as tmp:
+    with atomic_path(out / name) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    return ["novel_views.png"]
+    return [name]
 
 
 def write_report(out: Path, results: dict[str, Any], renders: dict[str, dict[str, np.ndarray]]) -> str:

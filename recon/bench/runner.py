@@ -209,6 +209,10 @@ def run_one(case: Case, method: str, settings: BenchSettings, out: Path, adapter
         with Stopwatch() as sw_eval:
             metrics, per_cell, renders = evaluate_run(case, scene, info["background"], settings, lpips)
         renders["novel"] = novel_views(scene)
+        if case.novel_images is not None:  # the off-grid cameras at time 0, side by side
+            rgb, _ = EV.render_world(scene, 0, case.novel_K[:, 0], case.novel_w2c[:, 0], case.novel_images.shape[2:4],
+                                     info["background"])
+            renders["offgrid"] = np.clip(np.rint(np.concatenate(list(rgb), 1) * 255), 0, 255).astype(np.uint8)
         metrics.update(
             wall_s=sw.seconds,
             peak_rss_mb=None if mem.peak_rss is None else mem.peak_rss / 2**20,
@@ -316,6 +320,9 @@ def run_bench(
             sheet[case.name][m] = np.clip(np.rint(renders[held] * 255), 0, 255).astype(np.uint8)
         if rec["status"] == "ok" and "novel" in renders:
             sheet.setdefault(case.name, {})[f"novel:{m}"] = renders["novel"]
+        if rec["status"] == "ok" and "offgrid" in renders:
+            sheet.setdefault(case.name, {})[f"offgrid:{m}"] = renders["offgrid"]
+            sheet[case.name]["offgrid:gt"] = np.concatenate(list(case.novel_images[:, 0]), 1)
         if progress:
             progress(f"{job.name}  {rec['status']}" + (f": {rec.get('error')}" if rec["status"] != "ok" else
                                                         f"  psnr {rec['metrics'].get('psnr', float('nan')):.2f}  "
