@@ -147,14 +147,14 @@ class StageRunner:
         self.run, self.seed, self.dims, self.progress = run, seed, dims, progress
         self.reports: dict[str, Any] = {}
 
-    def _execute(self, name: str, k: int, body: Callable[[], dict[str, Any]]) -> float:
-        """Run ``body`` (returns the stage's report) under the status rules; returns its seconds."""
+    def _execute(self, name: str, k: int, body: Callable[[], tuple[dict[str, Any], Any]]) -> Any:
+        """Run ``body`` (returns the stage's report and its result) under the status rules; returns the result."""
         torch.manual_seed(self.seed * 1000 + k)
         np.random.seed((self.seed * 1000 + k) % 2**32)
         self.run.set(name, status="running")
         t0 = time.perf_counter()
         try:
-            report = body()
+            report, result = body()
         except KeyboardInterrupt:
             self.run.set(name, status="interrupted")
             raise
@@ -165,7 +165,7 @@ class StageRunner:
         self.run.set(name, status="done", seconds=round(seconds, 3), report=report)
         self.reports[name] = report
         self.progress.stage_end(name, seconds, False)
-        return seconds
+        return result
 
     def checkpointed(self, name: str, k: int,
                      compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -179,10 +179,10 @@ class StageRunner:
             self.reports[name] = self.run.info["stages"][name].get("report", {})
             return out
 
-        def body() -> dict[str, Any]:
+        def body() -> tuple[dict[str, Any], None]:
             tensors, meta = compute()
             write_checkpoint(ck, tensors, meta)
-            return meta.get("report", {})
+            return meta.get("report", {}), None
 
         self._execute(name, k, body)
         return load_checkpoint(ck, name, self.dims)  # continue from what was saved
@@ -194,11 +194,4 @@ class StageRunner:
         if self.run.status(name) == "done" and artefact.is_file():
             self.reports.setdefault(name, self.run.info["stages"][name].get("report", {}))
             return read(artefact)
-        box: dict[str, Any] = {}
-
-        def body() -> dict[str, Any]:
-            box["out"] = compute()
-            return {}
-
-        self._execute(name, k, body)
-        return box["out"]
+        return self._execute(name, k, lambda: ({}, compute()))

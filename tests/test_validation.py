@@ -180,17 +180,24 @@ def test_internal_errors_are_one_line_exit_1_and_debug_shows_them(capsys, monkey
         main(["synth", "--out", str(tmp_path / "g"), "--debug"])
 
 
-def test_resume_refuses_a_bad_checkpoint_before_any_work(tmp_path, capsys):
+def _tiny_inputs(tmp_path):
+    """A 3 x 2 grid folder at 16 x 16 and a config file of a seconds-long fit."""
     from recon.io.gridfolder import write_grid
     from recon.synth import make_grid
-    from safetensors.torch import save_file
-
-    import torch
 
     grid = write_grid(make_grid("orbit", views=3, frames=2, size=(16, 16), seed=1, supersample=1), tmp_path / "g")
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"prune": {"iterations": 2}, "deform": {"iterations": 4, "warmup": 1, "mlp_width": 8,
                                                                        "mlp_depth": 1}, "outputs": {"preview_video": False}}))
+    return grid, cfg
+
+
+def test_resume_refuses_a_bad_checkpoint_before_any_work(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    import torch
+
+    grid, cfg = _tiny_inputs(tmp_path)
     run = tmp_path / "run"
     assert main(["reconstruct", str(grid), "--out", str(run), "--config", str(cfg), "--device", "cpu"]) == 0
     ck = run / "checkpoints" / "canonical.safetensors"
@@ -205,8 +212,6 @@ def test_resume_refuses_a_bad_checkpoint_before_any_work(tmp_path, capsys):
 
 def _other_value(key, hint, default):
     """A valid value different from ``default`` for config field ``key``, as command-line text."""
-    import typing
-
     spec = field_spec(key, hint)
     spec = getattr(spec, "spec", spec)  # Optional -> inner
     if isinstance(spec, S.Bool):
@@ -256,13 +261,7 @@ def test_every_config_field_is_a_command_line_flag():
 
 
 def test_config_flags_land_in_config_json_on_top_of_the_file(tmp_path, capsys):
-    from recon.io.gridfolder import write_grid
-    from recon.synth import make_grid
-
-    grid = write_grid(make_grid("orbit", views=3, frames=2, size=(16, 16), seed=1, supersample=1), tmp_path / "g")
-    cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({"prune": {"iterations": 2}, "deform": {"iterations": 4, "warmup": 1, "mlp_width": 8,
-                                                                       "mlp_depth": 1}, "outputs": {"preview_video": False}}))
+    grid, cfg = _tiny_inputs(tmp_path)
     run = tmp_path / "run"
     assert main(["reconstruct", str(grid), "--out", str(run), "--config", str(cfg), "--device", "cpu",
                  "--deform.iterations", "6", "--prune.enabled=false", "--threads", "1"]) == 0

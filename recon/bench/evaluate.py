@@ -65,14 +65,15 @@ def heldout_metrics(case: Case, scene, background: np.ndarray | None, lpips: Any
 
 def novel_metrics(case: Case, scene, background: np.ndarray | None, lpips: Any = None) -> dict[str, Any]:
     """The metrics of :func:`heldout_metrics` from the off-grid cameras of a synthetic case
-    (``case.novel_*``), keys prefixed ``novel_``; ``{}`` without them. Rendered without per-view
-    offsets (no input view looked from there) -- the geometry a viewer shows."""
+    (``case.novel_*``), keys prefixed ``novel_`` (the renders: ``_novel_renders {(e, j): rgb}``);
+    ``{}`` without them. Rendered without per-view offsets (no input view looked from there) -- the
+    geometry a viewer shows."""
     if case.novel_images is None:
         return {}
     m = camera_metrics(scene, case.novel_images, case.novel_K, case.novel_w2c, case.novel_masks, case.novel_names,
                        background, lpips)
-    m.pop("_renders")
-    return {("novel_per_cell" if k == "per_cell" else f"novel_{k}"): v for k, v in m.items()}
+    renames = {"per_cell": "novel_per_cell", "_renders": "_novel_renders"}
+    return {renames.get(k, f"novel_{k}"): v for k, v in m.items()}
 
 
 def camera_metrics(scene, images: np.ndarray, K: np.ndarray, w2c: np.ndarray, masks: np.ndarray | None,

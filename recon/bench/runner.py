@@ -166,7 +166,9 @@ def initial_tracks(case: Case, spec: MethodSpec, settings: BenchSettings, run_di
 # --- one run -----------------------------------------------------------------------------------
 
 def evaluate_run(case: Case, scene, background, settings: BenchSettings, lpips: Any) -> tuple[dict[str, Any], list, dict]:
-    """All metrics of one fitted scene: ``(metrics, per_cell, renders {(e, j): rgb})``."""
+    """All metrics of one fitted scene: ``(metrics, per_cell, renders)``; ``renders``: ``{(e, j):
+    rgb}`` of the held-out cells and, for synthetic cases, ``"offgrid"``: the off-grid cameras at
+    time 0 side by side (uint8)."""
     metrics: dict[str, Any] = {}
     per_cell: list = []
     renders: dict = {}
@@ -174,7 +176,11 @@ def evaluate_run(case: Case, scene, background, settings: BenchSettings, lpips: 
         h = EV.heldout_metrics(case, scene, background, lpips)
         per_cell, renders = h.pop("per_cell"), h.pop("_renders")
         metrics.update(h)
-    metrics.update(EV.novel_metrics(case, scene, background, lpips))  # novel_psnr, ..., novel_per_cell
+    novel = EV.novel_metrics(case, scene, background, lpips)  # novel_psnr, ..., novel_per_cell
+    if novel:
+        strip = [novel["_novel_renders"][(e, 0)] for e in range(len(case.novel_images))]
+        renders["offgrid"] = np.clip(np.rint(np.concatenate(strip, 1) * 255), 0, 255).astype(np.uint8)
+    metrics.update({k: v for k, v in novel.items() if k != "_novel_renders"})
     metrics.update(EV.train_fit_metrics(case, scene, background))
     if case.full is not None and case.scene is not None:
         metrics.update(EV.geometry_metrics(case, scene))
@@ -209,10 +215,6 @@ def run_one(case: Case, method: str, settings: BenchSettings, out: Path, adapter
         with Stopwatch() as sw_eval:
             metrics, per_cell, renders = evaluate_run(case, scene, info["background"], settings, lpips)
         renders["novel"] = novel_views(scene)
-        if case.novel_images is not None:  # the off-grid cameras at time 0, side by side
-            rgb, _ = EV.render_world(scene, 0, case.novel_K[:, 0], case.novel_w2c[:, 0], case.novel_images.shape[2:4],
-                                     info["background"])
-            renders["offgrid"] = np.clip(np.rint(np.concatenate(list(rgb), 1) * 255), 0, 255).astype(np.uint8)
         metrics.update(
             wall_s=sw.seconds,
             peak_rss_mb=None if mem.peak_rss is None else mem.peak_rss / 2**20,
