@@ -155,12 +155,56 @@ def test_silhouette_term_pulls_splats_onto_the_occupied_pixels() -> None:
 
     dist = torch.from_numpy(cv2.distanceTransform((~occ).astype(np.uint8), cv2.DIST_L2, 5))[None, None]
     means = torch.tensor([[-0.2, 0.0, 2.0]], requires_grad=True)  # projects left of the image centre
-    scene = SimpleNamespace(cell_means=lambda cells, view_offsets=True: means[None], poses=torch.eye(4)[None, None],
+    scene = SimpleNamespace(cell_means=lambda cells, view_offsets=True, rows=None: means[None], poses=torch.eye(4)[None, None],
                             Ks=torch.tensor([[[[10.0, 0, 8], [0, 10.0, 8], [0, 0, 1]]]]))
     term = silhouette_term(scene, dist, 1.0)
     loss = term.fn(SimpleNamespace(batch=[(0, 0)]))
     loss.backward()
     assert float(loss.detach()) > 0 and float(means.grad[0, 0]) < 0  # descending moves it right (+x)
+
+
+def test_silhouette_subset_constrains_only_the_chosen_gaussians() -> None:
+    """The foreground variant (real captures' masks): only the dynamic Gaussians are pulled."""
+    from types import SimpleNamespace
+
+    from recon.fit.losses import silhouette_term
+
+    H = W = 16
+    occ = np.zeros((H, W), bool)
+    occ[:, 12:] = True
+    import cv2
+
+    dist = torch.from_numpy(cv2.distanceTransform((~occ).astype(np.uint8), cv2.DIST_L2, 5))[None, None]
+    means = torch.tensor([[-0.2, 0.0, 2.0], [-0.3, 0.0, 2.0]], requires_grad=True)  # both left of the occupied band
+    scene = SimpleNamespace(cell_means=lambda cells, view_offsets=True, rows=None: (means if rows is None else means[rows])[None],
+                            splats=SimpleNamespace(means=means), poses=torch.eye(4)[None, None],
+                            Ks=torch.tensor([[[[10.0, 0, 8], [0, 10.0, 8], [0, 0, 1]]]]))
+    chosen = torch.tensor([False, True])
+    loss = silhouette_term(scene, dist, 1.0, subset=lambda: chosen).fn(SimpleNamespace(batch=[(0, 0)]))
+    loss.backward()
+    assert float(loss.detach()) > 0
+    assert float(means.grad[0].abs().sum()) == 0.0 and float(means.grad[1, 0]) < 0
+    means.grad = None
+    none = silhouette_term(scene, dist, 1.0, subset=lambda: torch.tensor([False, False])).fn(SimpleNamespace(batch=[(0, 0)]))
+    assert float(none.detach()) == 0.0
+
+
+def test_mask_distance_is_zero_on_the_foreground_and_skips_unmasked_views() -> None:
+    from recon.fit.deform import mask_distance
+    from recon.grid import Cameras, FrameGrid
+
+    V, T, H, W = 2, 2, 12, 16
+    masks = np.zeros((V, T, H, W), bool)
+    masks[:, :, 4:8, 10:14] = True
+    K = np.tile(np.array([[20.0, 0, W / 2], [0, 20.0, H / 2], [0, 0, 1]]), (V, T, 1, 1))
+    grid = FrameGrid(np.zeros((V, T, H, W, 3), np.uint8), Cameras(K=K, w2c=np.tile(np.eye(4), (V, T, 1, 1))),
+                     np.arange(T, dtype=float), masks=masks, meta={"mask_views": [0]})
+    d = mask_distance(grid, [(0, 0), (0, 1), (1, 0)])
+    assert d.shape == (V, T, H, W)
+    assert (d[0, 0][masks[0, 0]] == 0).all() and d[0, 0, 5, 0] == pytest.approx(10.0, abs=0.5)
+    assert (d[1] == 0).all()  # view 1 has no mask of its own: unconstrained
+    grid.masks = None
+    assert mask_distance(grid, [(0, 0)]) is None
 
 
 @pytest.mark.slow

@@ -17,6 +17,11 @@ Gaussian scale, so the weights do not depend on the scene's units):
   random time, ``dt`` = half the mean time step -- motion between grid times stays smooth;
 * ``view_offset``: mean ``|correction|^2 / unit^2`` of the learnable part of dp_i^v -- it stays a
   small correction of the tracked offsets.
+* ``silhouette`` (grids with foreground masks, e.g. Panoptic's seg/: ``foreground_reg``): every
+  *dynamic* Gaussian is pulled onto the foreground of each training image of a masked view (its
+  projected centre's distance to the nearest foreground pixel, :func:`mask_distance`). Without it
+  a fast object (the thrown ball, ~one diameter per frame) has no photometric gradient towards
+  where it went, and its splats fade instead of following it.
 
 The learnable correction of dp_i^v is constrained by ``view_correction`` (projected gradient: after
 every optimiser step it is projected onto the allowed set):
@@ -138,6 +143,11 @@ class DeformConfig:
     coverage_reg: float = 0.1
     """Weight of the coverage term (:func:`recon.fit.losses.coverage_term`), with the silhouette
     term on grids with a uniform background (0: off)."""
+    foreground_reg: float = 0.1
+    """Weight of the silhouette term applied to the *dynamic* Gaussians on grids with foreground
+    masks (Panoptic's seg/): each is pulled onto the foreground of every training image of a
+    masked view (:func:`mask_distance`), which carries the temporal MLP along motion larger than a
+    splat's footprint per frame (a thrown ball), where the photometric loss has no gradient (0: off)."""
     monocular_warmup: float = 0.1
     """Monocular grids (one view per time): the warm-up is this fraction of the steps, a static fit
     (no MLP) of the reference window's frames (:attr:`recon.fit.monocular.MonocularConfig.window`),
@@ -228,6 +238,23 @@ def dynamic_from_masks(grid: FrameGrid, canonical: Canonical, views: list[int] |
         fg[ok] += m[vi, ui]
         seen[ok] += 1
     return torch.from_numpy(fg >= DYNAMIC_VOTE * np.maximum(seen, 1)) & torch.from_numpy(seen > 0)
+
+
+def mask_distance(grid: FrameGrid, cells: list[tuple[int, int]]) -> np.ndarray | None:
+    """``float32 [V, T, H, W]``: for the ``cells`` of views with masks (``grid.meta["mask_views"]``,
+    default all; other cells zero, i.e. unconstrained), each pixel's distance in pixels to the
+    nearest foreground pixel of ``grid.masks``; None without masks. An empty mask gives zeros."""
+    import cv2
+
+    if grid.masks is None:
+        return None
+    masked = set(grid.meta.get("mask_views", range(grid.num_views)))
+    out = np.zeros(grid.shape, np.float32)
+    for i, j in cells:
+        m = grid.masks[i, j]
+        if i in masked and m.any():
+            out[i, j] = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5)
+    return out
 
 
 def camera_extent(poses: Tensor, views: list[int], ref_time: int) -> float:
@@ -412,18 +439,24 @@ def fit_deform(
         terms.append(time_smooth_term(field, sp, scene.times.to(device), unit, config.time_smooth_reg, g, start=warm))
     if field.learn_view_offsets and config.view_offset_reg > 0:
         terms.append(view_offset_term(field, unit, config.view_offset_reg))
-    silhouette = None
-    if config.silhouette_reg > 0 and len(train_cells) * grid.height * grid.width * 4 <= SILHOUETTE_BYTES:
+    silhouette = foreground = None
+    if len(train_cells) * grid.height * grid.width * 4 <= SILHOUETTE_BYTES:
         from recon.fit.monocular import MonocularConfig, background_distance, occupancy_grid
 
         mc = background or MonocularConfig()
-        dist = background_distance(grid, train_cells, mc.background_tol, mc.dilate)
+        dist = background_distance(grid, train_cells, mc.background_tol, mc.dilate) if config.silhouette_reg > 0 else None
         if dist is not None:
             terms.append(silhouette_term(scene, torch.from_numpy(dist), config.silhouette_reg))
             silhouette = config.silhouette_reg
             if config.coverage_reg > 0:
                 occ = torch.from_numpy(occupancy_grid(grid, train_cells, mc.background_tol))
                 terms.append(coverage_term(occ, config.coverage_reg))
+        elif config.foreground_reg > 0 and bool(field.dynamic.any()):
+            dist = mask_distance(grid, train_cells)
+            if dist is not None:
+                terms.append(silhouette_term(scene, torch.from_numpy(dist), config.foreground_reg, start=warm,
+                                             subset=lambda: field.dynamic))
+                foreground = config.foreground_reg
     n0 = sp.num
     out = engine.run(batches, render, target, terms, progress)
     trace = out["trace"]
@@ -435,7 +468,8 @@ def fit_deform(
     trace += residual
     rep = {"loss_first": trace[0], "loss_last": trace[-1], "loss_trace_every_10": trace, "gaussians": sp.num,
            "gaussians_start": n0, "dynamic_gaussians": int(field.dynamic.sum()), "warmup_steps": warm, "steps": total,
-           "view_residual_steps": residual_steps if residual else 0, "extent": extent, "silhouette_reg": silhouette}
+           "view_residual_steps": residual_steps if residual else 0, "extent": extent, "silhouette_reg": silhouette,
+           "foreground_reg": foreground}
     if density is not None:
         rep["density"] = density.report()
     if scene.appearance is not None:

@@ -8,6 +8,7 @@ zero padding excluded) averaging, as in 3DGS's training loss.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -134,23 +135,36 @@ def time_smooth_term(field, splats, times: Tensor, unit: float, weight: float, g
     return Term("time_smooth", fn, weight, start=start)
 
 
-def silhouette_term(scene, distance: Tensor, weight: float, start: int = 0):
+def silhouette_term(scene, distance: Tensor, weight: float, start: int = 0, subset: Callable[[], Tensor] | None = None):
     """``silhouette``: every Gaussian that a training image sees should project onto its occupied
     (non-background) pixels -- a visual-hull constraint with long-range pull, for grids on a
-    uniform background (see :func:`recon.fit.monocular.background_distance`).
+    uniform background (see :func:`recon.fit.monocular.background_distance`) or, with
+    ``subset``, for the dynamic Gaussians on the foreground masks of a real capture
+    (:func:`recon.fit.deform.mask_distance`).
 
     ``distance [V, T, H, W]`` (CPU float): per training cell, each pixel's distance in pixels to
     the nearest occupied pixel (0 on them). The term is the mean, over the Gaussians in front of
     each rendered camera and inside its image, of that distance at their projected centres
     (bilinear) divided by the image width; only positions get its gradient (the centres are
     projected here in torch from the cell's deformed positions, so density control's view-space
-    statistics are not affected)."""
+    statistics are not affected; the render's ``meta["cell_means"]`` is reused when the context has
+    it). ``subset() -> bool [N]``, when given, picks the Gaussians the
+    term applies to (evaluated every step: density control changes the rows)."""
     from recon.fit.engine import Term
 
     V, T, H, W = distance.shape
 
     def fn(ctx) -> Tensor:
-        means = scene.cell_means(ctx.batch, view_offsets=True)  # [C, N, 3]
+        rows = None
+        if subset is not None:
+            rows = subset().nonzero().squeeze(1)
+            if not len(rows):
+                return scene.splats.means.sum() * 0.0
+        rendered = getattr(ctx, "meta", None) or {}
+        if "cell_means" in rendered:  # the render's positions: the MLP runs once per step
+            means = rendered["cell_means"] if rows is None else rendered["cell_means"][:, rows.to(rendered["cell_means"].device)]
+        else:
+            means = scene.cell_means(ctx.batch, view_offsets=True, rows=rows)  # [C, N or R, 3]
         dev = means.device
         iv = torch.tensor([i for i, _ in ctx.batch])
         it = torch.tensor([j for _, j in ctx.batch])

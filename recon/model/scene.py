@@ -53,32 +53,36 @@ class DeformableScene:
     def num_times(self) -> int:
         return int(self.poses.shape[1])
 
-    def cell_means(self, cells: list[tuple[int, int]], view_offsets: bool = True) -> Tensor:
-        """Deformed positions ``[C, N, 3]`` (canonical coordinates) of the given cells."""
-        means = self.splats.means
+    def cell_means(self, cells: list[tuple[int, int]], view_offsets: bool = True, rows: Tensor | None = None) -> Tensor:
+        """Deformed positions ``[C, N, 3]`` (canonical coordinates) of the given cells; with
+        ``rows [R]`` (long indices), only those Gaussians' (``[C, R, 3]``)."""
+        means = self.splats.means if rows is None else self.splats.means[rows]
         dpt: dict[int, Tensor] = {}
         out = []
         for i, j in cells:
             if j not in dpt:
-                dpt[j] = self.field.motion(means, self.times[j])
+                dpt[j] = self.field.motion(means, self.times[j], rows)
             m = means + dpt[j]
             if view_offsets:
-                m = m + self.field.view_offset(i)
+                m = m + self.field.view_offset(i, rows)
             out.append(m)
         return torch.stack(out)
 
     def render(self, cells: list[tuple[int, int]], backend: str = "auto", view_offsets: bool = True,
                appearance: bool = True) -> tuple[Tensor, Tensor, Tensor, dict]:
         """Render cells -> ``(rgb [C, H, W, 3], alpha [C, H, W, 1], depth [C, H, W, 1], meta)``;
-        ``rgb`` has each camera's colour response applied when ``appearance`` (and the scene has one)."""
+        ``rgb`` has each camera's colour response applied when ``appearance`` (and the scene has one);
+        ``meta["cell_means"]`` holds the rendered positions ``[C, N, 3]`` (see :meth:`cell_means`)."""
         dev = self.splats.means.device
         idx_v = torch.tensor([i for i, _ in cells])
         idx_t = torch.tensor([j for _, j in cells])
         H, W = self.size
-        rgb, alpha, depth, meta = rasterize(self.cell_means(cells, view_offsets), self.splats.log_scales, self.splats.opacity_logits,
+        means = self.cell_means(cells, view_offsets)
+        rgb, alpha, depth, meta = rasterize(means, self.splats.log_scales, self.splats.opacity_logits,
                                             self.splats.rgb(), self.poses[idx_v, idx_t].to(dev), self.Ks[idx_v, idx_t].to(dev), W, H,
                                             background=None if self.background is None else self.background.to(dev),
                                             backend=backend)
+        meta["cell_means"] = means  # [C, N, 3], in the autograd graph (terms on the positions reuse it)
         if appearance and self.appearance is not None:
             rgb = self.appearance(rgb, idx_v)
         return rgb, alpha, depth, meta
