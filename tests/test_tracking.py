@@ -363,3 +363,22 @@ def test_wide_baseline_rigs_are_recognised():
     arc = _ring(8, 56.0)  # 8 degrees apart, as a generator's arc
     assert neighbour_angle(dome) == pytest.approx(30.0, abs=0.5) and neighbour_angle(dome) > WIDE_BASELINE_DEG
     assert neighbour_angle(arc) == pytest.approx(8.0, abs=0.5) and neighbour_angle(arc) < WIDE_BASELINE_DEG
+
+
+def test_auto_tracks_on_a_wide_baseline_rig_are_dense_rig_tracks(monkeypatch):
+    """``auto`` on a calibrated dome: rig tracks from at least RIG_KEYFRAMES keyframes, every pixel seeded."""
+    import recon.tracking.build as B
+
+    V, H, W = 12, 16, 16
+    w2c = _ring(V, 330.0)[:, None]
+    K = np.tile(np.array([[20.0, 0, W / 2], [0, 20.0, H / 2], [0, 0, 1]]), (V, 1, 1, 1))
+    grid = FrameGrid(np.zeros((V, 1, H, W, 3), np.uint8), Cameras(K=K, w2c=w2c), np.zeros(1))
+    real, calls = B.build_tracks, []
+
+    def spy(g, depth, tracks, tracks_path, depth_path, keyframes, stride, *rest):
+        calls.append((tracks, keyframes, stride))
+        return "rig tracks"
+
+    monkeypatch.setattr(B, "build_tracks", spy)
+    assert real(grid, "auto", "auto", None, None, 3, 2) == "rig tracks"
+    assert calls == [("rig", B.RIG_KEYFRAMES, B.RIG_STRIDE)]

@@ -32,6 +32,11 @@ neighbouring views, and ``auto`` tracks are ``rig`` tracks (e.g. CMU Panoptic: ~
 RIG_KEYFRAMES = 8
 """``auto`` rig tracks seed from this many keyframes (each view sees a part of the scene the
 others do not; flow tracks keep the caller's count)."""
+RIG_STRIDE = 1
+"""``auto`` rig tracks seed every pixel with depth (seed stride at most this): MVS finds depth on
+~15 % of a real rig's pixels (textureless walls), and the canonical splats are what the fit cannot
+invent there -- measured on CMU Panoptic (BENCHMARKS.md): stride 2 -> 1 took the canonical splats
+from 3.7k to 16k after pruning and the test-camera mean from 25.8 to 26.3 dB."""
 
 
 def neighbour_angle(w2c: np.ndarray) -> float:
@@ -100,7 +105,7 @@ def build_tracks(
             exists, else ``mvs``) or a name of :data:`recon.tracking.depth.DEPTH_PROVIDERS`.
         tracks: ``auto`` (``gt`` when synthetic surfaces exist, else ``flow``; on a wide-baseline
             calibrated rig (:func:`is_wide_baseline`) ``rig`` with at least :data:`RIG_KEYFRAMES`
-            keyframes; on another grid with camera poses, ``rig`` when flow cannot relate neighbouring views) | ``gt`` (exact,
+            keyframes and a stride of at most :data:`RIG_STRIDE`; on another grid with camera poses, ``rig`` when flow cannot relate neighbouring views) | ``gt`` (exact,
             synthetic grids) | ``flow`` (DIS optical flow lifted by depth) | ``rig`` (depth lifted
             and moved with the given camera poses, for calibrated wide-baseline rigs; MVS depth then
             takes its sweep range from the rig geometry) | ``file`` (``tracks_path``,
@@ -122,7 +127,7 @@ def build_tracks(
     source = resolve_track_source(grid, tracks)
     if tracks == "auto" and source == "flow" and is_wide_baseline(grid):
         return build_tracks(grid, depth, "rig", tracks_path, depth_path, max(keyframes, min(RIG_KEYFRAMES, grid.num_views)),
-                            stride, device, with_time)
+                            min(stride, RIG_STRIDE), device, with_time)
     if tracks == "auto" and source == "flow" and grid.cameras.w2c is not None:
         # calibrated grid: when flow cannot relate neighbouring freeze-time views (wide baselines, or
         # frames too small for DIS, e.g. the 32x32 grids of `recon generate`), the given poses do
