@@ -155,7 +155,7 @@ def test_silhouette_term_pulls_splats_onto_the_occupied_pixels() -> None:
 
     dist = torch.from_numpy(cv2.distanceTransform((~occ).astype(np.uint8), cv2.DIST_L2, 5))[None, None]
     means = torch.tensor([[-0.2, 0.0, 2.0]], requires_grad=True)  # projects left of the image centre
-    scene = SimpleNamespace(cell_means=lambda cells, view_offsets=True, rows=None: means[None], poses=torch.eye(4)[None, None],
+    scene = SimpleNamespace(cell_means=lambda cells, view_offsets=True: means[None], poses=torch.eye(4)[None, None],
                             Ks=torch.tensor([[[[10.0, 0, 8], [0, 10.0, 8], [0, 0, 1]]]]))
     term = silhouette_term(scene, dist, 1.0)
     loss = term.fn(SimpleNamespace(batch=[(0, 0)]))
@@ -176,7 +176,7 @@ def test_silhouette_subset_constrains_only_the_chosen_gaussians() -> None:
 
     dist = torch.from_numpy(cv2.distanceTransform((~occ).astype(np.uint8), cv2.DIST_L2, 5))[None, None]
     means = torch.tensor([[-0.2, 0.0, 2.0], [-0.3, 0.0, 2.0]], requires_grad=True)  # both left of the occupied band
-    scene = SimpleNamespace(cell_means=lambda cells, view_offsets=True, rows=None: (means if rows is None else means[rows])[None],
+    scene = SimpleNamespace(cell_means=lambda cells, view_offsets=True: means[None],
                             splats=SimpleNamespace(means=means), poses=torch.eye(4)[None, None],
                             Ks=torch.tensor([[[[10.0, 0, 8], [0, 10.0, 8], [0, 0, 1]]]]))
     chosen = torch.tensor([False, True])

@@ -155,16 +155,14 @@ def silhouette_term(scene, distance: Tensor, weight: float, start: int = 0, subs
     V, T, H, W = distance.shape
 
     def fn(ctx) -> Tensor:
-        rows = None
-        if subset is not None:
-            rows = subset().nonzero().squeeze(1)
-            if not len(rows):
-                return scene.splats.means.sum() * 0.0
+        rows = None if subset is None else subset()
+        if rows is not None and not bool(rows.any()):
+            return scene.splats.means.sum() * 0.0
         rendered = getattr(ctx, "meta", None) or {}
-        if "cell_means" in rendered:  # the render's positions: the MLP runs once per step
-            means = rendered["cell_means"] if rows is None else rendered["cell_means"][:, rows.to(rendered["cell_means"].device)]
-        else:
-            means = scene.cell_means(ctx.batch, view_offsets=True, rows=rows)  # [C, N or R, 3]
+        # the render's positions (the temporal MLP runs once per step); a bare context computes them
+        means = rendered["cell_means"] if "cell_means" in rendered else scene.cell_means(ctx.batch, view_offsets=True)
+        if rows is not None:
+            means = means[:, rows.to(means.device)]  # [C, R, 3]
         dev = means.device
         iv = torch.tensor([i for i, _ in ctx.batch])
         it = torch.tensor([j for _, j in ctx.batch])

@@ -105,20 +105,18 @@ class DeformField(nn.Module):
         feats = torch.cat([positional_encoding(x, self.pos_freqs), positional_encoding(tt, self.time_freqs)], dim=-1)
         return self.mlp(feats) * self.radius
 
-    def motion(self, means: Tensor, t: float | Tensor, rows: Tensor | None = None) -> Tensor:
+    def motion(self, means: Tensor, t: float | Tensor) -> Tensor:
         """dp^t ``[P, 3]`` of all P Gaussians (``means [P, 3]``): the MLP on the dynamic ones, zero
-        on the static ones. ``rows [P]`` (long): ``means`` are those rows of the scene's Gaussians."""
-        dyn = self.dynamic if rows is None else self.dynamic[rows]
+        on the static ones."""
+        dyn = self.dynamic
         if dyn.shape[0] != means.shape[0] or bool(dyn.all()):
             return self.time_offset(means, t)
         idx = dyn.nonzero().squeeze(1)
         return means.new_zeros(means.shape).index_copy(0, idx, self.time_offset(means[idx], t))
 
-    def view_offset(self, view: int, rows: Tensor | None = None) -> Tensor:
-        """dp_i^v ``[P, 3]`` of view ``view`` (tracked + learned correction); of ``rows [R]`` only when given."""
-        if rows is None:
-            return self.tracked_offsets[:, view] + self.view_correction[:, view]
-        return self.tracked_offsets[rows, view] + self.view_correction[rows, view]
+    def view_offset(self, view: int) -> Tensor:
+        """dp_i^v ``[P, 3]`` of view ``view`` (tracked + learned correction)."""
+        return self.tracked_offsets[:, view] + self.view_correction[:, view]
 
     def forward(self, means: Tensor, view: int | None, t: float | Tensor) -> Tensor:
         """Deformed positions ``[N, 3]`` of cell (``view``, time ``t``); ``view=None`` omits dp^v

@@ -53,18 +53,17 @@ class DeformableScene:
     def num_times(self) -> int:
         return int(self.poses.shape[1])
 
-    def cell_means(self, cells: list[tuple[int, int]], view_offsets: bool = True, rows: Tensor | None = None) -> Tensor:
-        """Deformed positions ``[C, N, 3]`` (canonical coordinates) of the given cells; with
-        ``rows [R]`` (long indices), only those Gaussians' (``[C, R, 3]``)."""
-        means = self.splats.means if rows is None else self.splats.means[rows]
+    def cell_means(self, cells: list[tuple[int, int]], view_offsets: bool = True) -> Tensor:
+        """Deformed positions ``[C, N, 3]`` (canonical coordinates) of the given cells."""
+        means = self.splats.means
         dpt: dict[int, Tensor] = {}
         out = []
         for i, j in cells:
             if j not in dpt:
-                dpt[j] = self.field.motion(means, self.times[j], rows)
+                dpt[j] = self.field.motion(means, self.times[j])
             m = means + dpt[j]
             if view_offsets:
-                m = m + self.field.view_offset(i, rows)
+                m = m + self.field.view_offset(i)
             out.append(m)
         return torch.stack(out)
 
