@@ -205,7 +205,7 @@ def test_deform_fit_lowers_the_loss():
     grid.images[:, 1] = np.roll(grid.images[:, 0], 1, axis=2)
     can = build_canonical(grid, tracks, CanonicalConfig())
     cfg = DeformConfig(iterations=40, warmup=5, cells_per_step=3, lr_mlp=3e-3, pos_freqs=2, time_freqs=2, mlp_width=16, mlp_depth=2,
-                       view_residual=0.0)
+                       view_residual=0.0, learn_background=False)  # the images are on black; this test is about the motion
     torch.manual_seed(0)
     scene = scene_from_canonical(grid, can, cfg)
     cells = [(i, j) for i in range(3) for j in range(2)]
@@ -224,6 +224,35 @@ def test_deform_fit_lowers_the_loss():
     corr = scene.field.view_correction.detach()
     assert corr[:, grid.central_view].abs().max() == 0
     assert torch.allclose(project_affine(corr, scene.splats.means, grid.central_view), corr, atol=1e-6)
+
+
+def test_deform_learns_the_colour_behind_the_splats():
+    """A grid whose reader names no background: the fit learns the colour the images show where no
+    splat covers them (here a uniform grey-blue), starting from the images' mean colour."""
+    grid, tracks, _, _ = _setup(V=3, T=1, with_cameras=True)
+    c = np.array([0.25, 0.45, 0.65])
+    covered = grid.images.max(-1, keepdims=True) > 0
+    grid.images = np.where(covered, grid.images, np.round(c * 255)).astype(np.uint8)
+    can = build_canonical(grid, tracks, CanonicalConfig())
+    cells = [(i, 0) for i in range(3)]
+    got = {}
+    for learn in (False, True):
+        cfg = DeformConfig(iterations=60, warmup=5, cells_per_step=3, pos_freqs=2, time_freqs=2, mlp_width=16, mlp_depth=2,
+                           view_residual=0.0, learn_background=learn, lr_background=1e-2)
+        scene = scene_from_canonical(grid, can, cfg)
+        rep = fit_deform(grid, scene, cells, cfg, torch.device("cpu"), seed=0)
+        got[learn] = (scene, rep)
+    assert got[False][0].background is None and got[False][1]["background"] is None
+    scene, rep = got[True]
+    bg = scene.background
+    assert bg is not None and not bg.requires_grad and bg.shape == (3,)
+    start = grid.images[:, 0].reshape(-1, 3).mean(0) / 255.0
+    assert np.abs(bg.numpy() - c).max() < 0.5 * np.abs(start - c).max()  # moved most of the way to the true colour
+    assert rep["background"] == pytest.approx(bg.tolist(), abs=1e-4)
+    target = grid.float_images()[[i for i, _ in cells], [0] * 3]
+    with torch.no_grad():
+        err = {k: float(photometric_loss(s.render(cells)[0], target)) for k, (s, _) in got.items()}
+    assert err[True] < err[False]
 
 
 def test_view_residual_phase_leaves_the_shared_geometry_alone():

@@ -49,6 +49,9 @@ def test_outputs_exist_and_are_consistent(run, grid):
     assert m["gaussians"]["final"] == run.scene.splats.num
     assert "floaters" in m and m["floaters"]["canonical"] is not None
     assert set(m["seconds"]) >= {"tracks", "canonical", "prune", "deform", "outputs"}
+    # a synthetic grid names no background: the deform stage learned one, and the run says so
+    assert m["background"]["renders"].startswith("learned rgb") and run.scene.background is not None
+    assert m["deform"]["background"] == pytest.approx(run.scene.background.tolist(), abs=1e-4)
     man = json.loads((d / "ply" / "sequence.json").read_text())
     assert man["count"] == grid.num_times and man["num_gaussians"] == run.scene.splats.num
 

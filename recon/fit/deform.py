@@ -130,6 +130,12 @@ class DeformConfig:
     appearance: bool = True
     """Fit a per-camera colour gain and bias (:mod:`recon.model.appearance`) on the training views."""
     lr_appearance: float = 1e-3
+    learn_background: bool = True
+    """Grids whose reader names no uniform background (real captures): fit one colour behind the
+    splats on the training views (starting from their mean colour at the reference time) instead of
+    compositing on black. Where the splats leave a view partly transparent, a new viewpoint then
+    sees a colour of the scene through the gaps, not black (measured in BENCHMARKS.md)."""
+    lr_background: float = 1e-3
     static_background: bool = True
     """When the grid has foreground masks: Gaussians that project outside the masks in the
     freeze-time frames are static (dp^t = 0, no MLP), so the background cannot drift in time."""
@@ -404,6 +410,11 @@ def fit_deform(
     if scene.appearance is not None:
         groups.append(ParamGroup("appearance", [scene.appearance.log_gain, scene.appearance.bias],
                                  lambda s: 0.0 if s < warm else config.lr_appearance))
+    if config.learn_background and scene.background is None:
+        first = ref_cells or train_cells
+        mean = grid.images[[i for i, _ in first], [j for _, j in first]].reshape(-1, 3).mean(0) / 255.0
+        scene.background = torch.from_numpy(mean).float().to(device).requires_grad_(True)
+        groups.append(ParamGroup("background", [scene.background], config.lr_background))
     mode = config.view_correction if field.learn_view_offsets else None
 
     def project() -> None:  # projected gradient: keep the correction in its allowed set
@@ -430,6 +441,8 @@ def fit_deform(
     density = DensityControl(config.density, extent, scene.size, g, cams) if config.density.enabled else None
     def clamp_colours() -> None:  # projected gradient: a colour beyond [0, 1] would be clamped in the render
         sp.colors.data.clamp_(0.0, 1.0)  # and get no gradient again (stuck at white or black)
+        if scene.background is not None and scene.background.requires_grad:
+            scene.background.data.clamp_(0.0, 1.0)
 
     hooks = [project, clamp_colours] + ([scene.appearance.centre] if scene.appearance is not None else [])
     engine = FitEngine(scene_rows(scene), groups, density, post_step=hooks)
@@ -459,6 +472,8 @@ def fit_deform(
                 foreground = config.foreground_reg
     n0 = sp.num
     out = engine.run(batches, render, target, terms, progress)
+    if scene.background is not None:
+        scene.background = scene.background.detach().clamp(0, 1)
     trace = out["trace"]
     residual_steps = int(round(config.view_residual * iterations))
     if held_cells is not None and not any(i in trained_views for i, _ in held_cells):
@@ -469,7 +484,8 @@ def fit_deform(
     rep = {"loss_first": trace[0], "loss_last": trace[-1], "loss_trace_every_10": trace, "gaussians": sp.num,
            "gaussians_start": n0, "dynamic_gaussians": int(field.dynamic.sum()), "warmup_steps": warm, "steps": total,
            "view_residual_steps": residual_steps if residual else 0, "extent": extent, "silhouette_reg": silhouette,
-           "foreground_reg": foreground}
+           "foreground_reg": foreground,
+           "background": None if scene.background is None else [round(float(c), 4) for c in scene.background]}
     if density is not None:
         rep["density"] = density.report()
     if scene.appearance is not None:

@@ -269,11 +269,16 @@ def write_outputs(grid: FrameGrid, scene: DeformableScene, run_dir: Path, held: 
                   world=grid.cameras.w2c is not None, times=grid.times, meta=grid.meta)
         files["ply"] = "ply/sequence.json"
     metrics["files"] = files
+    bg = scene.background
     if "background" in grid.meta:  # what the images were composited on, and what the renders are
-        bg = scene.background
         metrics["background"] = {"images": grid.meta["background"],
                                  "renders": "black" if bg is None else "rgb " + " ".join(f"{float(x):g}" for x in bg),
                                  "metrics": "renders against the images as read"}
+    elif bg is not None:  # learned by the deform stage (recon.fit.deform.DeformConfig.learn_background)
+        metrics["background"] = {"images": "not uniform (none named by the reader)",
+                                 "renders": "learned rgb " + " ".join(f"{float(x):.4g}" for x in bg),
+                                 "metrics": "renders (splats over the learned colour) against the images as read",
+                                 "ply": "the .ply holds the splats only: a viewer composites them on its own background"}
     metrics["seconds"] = {k: v for k, v in seconds.items()}
     can, pr = reports.get("canonical", {}), reports.get("prune", {})
     metrics["gaussians"] = {"tracked_points": reports.get("tracks", {}).get("points"), "canonical": can.get("gaussians"),
