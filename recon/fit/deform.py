@@ -410,7 +410,8 @@ def fit_deform(
     if scene.appearance is not None:
         groups.append(ParamGroup("appearance", [scene.appearance.log_gain, scene.appearance.bias],
                                  lambda s: 0.0 if s < warm else config.lr_appearance))
-    if config.learn_background and scene.background is None:
+    learned_bg = config.learn_background and scene.background is None
+    if learned_bg:
         first = ref_cells or train_cells
         mean = grid.images[[i for i, _ in first], [j for _, j in first]].reshape(-1, 3).mean(0) / 255.0
         scene.background = torch.from_numpy(mean).float().to(device).requires_grad_(True)
@@ -441,7 +442,7 @@ def fit_deform(
     density = DensityControl(config.density, extent, scene.size, g, cams) if config.density.enabled else None
     def clamp_colours() -> None:  # projected gradient: a colour beyond [0, 1] would be clamped in the render
         sp.colors.data.clamp_(0.0, 1.0)  # and get no gradient again (stuck at white or black)
-        if scene.background is not None and scene.background.requires_grad:
+        if learned_bg:
             scene.background.data.clamp_(0.0, 1.0)
 
     hooks = [project, clamp_colours] + ([scene.appearance.centre] if scene.appearance is not None else [])
@@ -472,8 +473,8 @@ def fit_deform(
                 foreground = config.foreground_reg
     n0 = sp.num
     out = engine.run(batches, render, target, terms, progress)
-    if scene.background is not None:
-        scene.background = scene.background.detach().clamp(0, 1)
+    if learned_bg:  # kept in [0, 1] by the hook; a plain tensor again for the rest of the run
+        scene.background = scene.background.detach()
     trace = out["trace"]
     residual_steps = int(round(config.view_residual * iterations))
     if held_cells is not None and not any(i in trained_views for i, _ in held_cells):
