@@ -180,8 +180,11 @@ def test_config_overrides_and_tracking_reach_the_pipeline(case, tmp_path, monkey
 
     seen = {}
 
+    class Scene:
+        background = torch.tensor([0.25, 0.5, 0.75])  # what the deform stage learned
+
     class Res:
-        scene = None
+        scene = Scene()
         metrics = {"seconds": {"deform": 1.0}}
 
     def fake(grid, cfg, run_dir, device=None):
@@ -190,7 +193,8 @@ def test_config_overrides_and_tracking_reach_the_pipeline(case, tmp_path, monkey
 
     monkeypatch.setattr(P, "reconstruct", fake)
     settings = R.BenchSettings(config={"deform": {"view_correction": "free", "iterations": 7}})
-    R.fit(case.train, R.METHODS["no-view-offsets"], settings, tmp_path, None, ("rig", "mvs"))
+    _, info = R.fit(case.train, R.METHODS["no-view-offsets"], settings, tmp_path, None, ("rig", "mvs"))
+    np.testing.assert_allclose(info["background"], [0.25, 0.5, 0.75])  # held-out views are scored on it
     cfg = seen["cfg"]
     assert cfg.deform.view_correction == "free" and cfg.deform.iterations == 7  # the overrides
     assert not cfg.canonical.view_offsets  # the method's own switch still applies
@@ -244,3 +248,19 @@ def test_seedlike_cases_have_mono_sim_depth_and_novel_cameras():
     centres = lambda w: -np.einsum("...ji,...j->...i", w[..., :3, :3], w[..., :3, 3])
     d = np.linalg.norm(centres(c.novel_w2c[:, 0])[:, None] - centres(c.full.cameras.w2c[:, 0])[None], axis=-1)
     assert d.min() > 0.1
+
+
+def test_train_metrics_composite_the_scenes_own_background_once(case):
+    """A scene that learned its background is scored on it once (scene.render composites it), the
+    same as compositing that colour behind a scene without one."""
+    from recon.bench.evaluate import train_fit_metrics
+
+    bg = np.array([0.6, 0.5, 0.4], np.float32)
+    plain = gt_scene(case.train)
+    plain.splats.opacity_logits.data.fill_(0.0)  # half transparent: the background shows
+    learned = gt_scene(case.train)
+    learned.splats.opacity_logits.data.fill_(0.0)
+    learned.background = torch.from_numpy(bg)
+    a = train_fit_metrics(case, plain, bg)
+    b = train_fit_metrics(case, learned, bg)
+    assert b["train_psnr"] == pytest.approx(a["train_psnr"], abs=1e-4)

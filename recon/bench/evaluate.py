@@ -107,7 +107,8 @@ def camera_metrics(scene, images: np.ndarray, K: np.ndarray, w2c: np.ndarray, ma
 
 @torch.no_grad()
 def train_fit_metrics(case: Case, scene, background: np.ndarray | None, max_cells: int = 64) -> dict[str, float]:
-    """PSNR / SSIM of the training cells as the fit rendered them (with view offsets)."""
+    """PSNR / SSIM of the training cells as the fit rendered them (with view offsets; ``scene.render``
+    composites on the scene's own background where it has one, else on ``background``)."""
     g = case.train
     V, T = g.num_views, g.num_times
     cells = [(i, j) for j in range(T) for i in range(V)]
@@ -115,7 +116,7 @@ def train_fit_metrics(case: Case, scene, background: np.ndarray | None, max_cell
         idx = np.linspace(0, len(cells) - 1, max_cells).round().astype(int)
         cells = [cells[k] for k in idx]
     ps, ss = [], []
-    bg = None if background is None else torch.as_tensor(background, dtype=torch.float32)
+    bg = None if background is None or scene.background is not None else torch.as_tensor(background, dtype=torch.float32)
     for k in range(0, len(cells), 8):
         chunk = cells[k : k + 8]
         rgb, alpha, _, _ = scene.render(chunk)

@@ -106,7 +106,8 @@ def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_p
         tracking: tuple[str, str] = ("flow", "auto")) -> tuple[Any, dict[str, Any]]:
     """Run :func:`recon.pipeline.reconstruct` on ``grid`` for one method; returns
     ``(DeformableScene, info)`` with ``info["stages"]`` = wall seconds per pipeline stage,
-    ``info["background"]`` (None: the pipeline renders on black) and ``info["pipeline_metrics"]``.
+    ``info["background"]`` (the scene's colour behind the splats, ``float [3]``: the grid's uniform
+    background or the one the deform stage learned; None: black) and ``info["pipeline_metrics"]``.
     ``tracking``: ``(track source, depth provider)`` (see :func:`tracking_of`)."""
     from recon import pipeline as P
     from recon.config import ReconstructConfig, check_config, config_from_dict
@@ -129,7 +130,9 @@ def fit(grid, spec: MethodSpec, settings: BenchSettings, run_dir: Path, tracks_p
     check_config(cfg, "recon bench")
     result = P.reconstruct(grid, cfg, Path(run_dir), device=settings.device)
     stages = {k: float(v) for k, v in (result.metrics.get("seconds") or {}).items() if v is not None}
-    return result.scene, {"stages": stages, "background": None, "pipeline_metrics": result.metrics}
+    bg = getattr(result.scene, "background", None)  # learned on grids that name none: score on it, as the fit rendered
+    background = None if bg is None else bg.detach().cpu().numpy().astype(np.float32)
+    return result.scene, {"stages": stages, "background": background, "pipeline_metrics": result.metrics}
 
 
 # --- initialisations ---------------------------------------------------------------------------
