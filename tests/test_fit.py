@@ -303,6 +303,35 @@ def test_free_view_correction_fits_training_views_individually():
                    DeformConfig(iterations=1, view_correction="spline"), torch.device("cpu"), seed=0)
 
 
+def test_ssim_matches_a_direct_2d_window_formula_forward_and_backward():
+    """The batched, separable SSIM equals SSIM written out with one 11x11 window per moment."""
+    import torch.nn.functional as F
+
+    from recon.fit.losses import SSIM_SIGMA, SSIM_WINDOW
+
+    torch.manual_seed(0)
+    a = torch.rand(2, 20, 23, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(2, 20, 23, 3, dtype=torch.float64)
+    r = torch.arange(SSIM_WINDOW, dtype=torch.float64) - (SSIM_WINDOW - 1) / 2
+    g1 = torch.exp(-r**2 / (2 * SSIM_SIGMA**2))
+    w = (g1[:, None] * g1[None, :]) / g1.sum() ** 2
+
+    def direct(a, b):
+        x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+        k = w.expand(3, 1, SSIM_WINDOW, SSIM_WINDOW)
+        blur = lambda t: F.conv2d(t, k, groups=3)
+        mx, my = blur(x), blur(y)
+        sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+        c1, c2 = 0.01**2, 0.03**2
+        return (((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))).mean(1).flatten(1).mean(1)
+
+    got, want = ssim(a, b), direct(a, b)
+    assert torch.allclose(got, want, atol=1e-10)
+    (ga,) = torch.autograd.grad(got.sum(), a)
+    (wa,) = torch.autograd.grad(want.sum(), a)
+    assert torch.allclose(ga, wa, atol=1e-10)
+
+
 def test_losses_and_metrics():
     a = torch.rand(2, 24, 24, 3)
     assert torch.allclose(ssim(a, a), torch.ones(2), atol=1e-5)

@@ -76,3 +76,40 @@ def test_deformable_scene_save_load_bit_exact(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError):
         DeformableScene.load(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_vanishing_view_offsets_share_one_position_tensor_across_the_views_of_a_time(backend):
+    """A rig's zero offsets: the cells of one time render from one [N, 3] tensor (projected once),
+    with the same images and gradients as the per-cell path; any non-zero offset switches back."""
+    torch.manual_seed(1)
+    P, V = 40, 3
+    f = DeformField(torch.full((P, V, 3), 1e-9), torch.zeros(3), 2.0, (0.0, 1.0), pos_freqs=2, time_freqs=2, width=16,
+                    depth=2, learn_view_offsets=False)
+    torch.nn.init.normal_(f.mlp[-1].weight, std=0.05)  # a moving field
+    sp = Splats((torch.randn(P, 3) * 0.5 + torch.tensor([0, 0, 3.0])).requires_grad_(), torch.full((P,), -2.0),
+                torch.zeros(P), torch.rand(P, 3))
+    poses = torch.eye(4).expand(V, 2, 4, 4).clone()
+    poses[:, :, 0, 3] = torch.tensor([-0.3, 0.0, 0.3])[:, None]  # three cameras side by side
+    K = torch.tensor([[20.0, 0, 12], [0, 20.0, 12], [0, 0, 1]]).expand(V, 2, 3, 3).clone()
+    sc = DeformableScene(sp, f, poses, K, torch.tensor([0.0, 1.0]), (24, 24))
+    cells = [(0, 1), (1, 1), (2, 1)]
+    assert f.view_offsets_vanish
+    assert sc.cell_means(cells).stride(0) == 0  # one tensor, expanded
+    assert sc.cell_means([(0, 0), (1, 1)]).stride(0) != 0  # two times: per cell
+
+    weights = torch.linspace(0, 1, 3)[None, None, None]
+    rgb = sc.render(cells, backend=backend)[0]
+    (g_shared,) = torch.autograd.grad((rgb * weights).sum(), sp.means)
+    # the per-cell path, written out: every cell's positions stacked [C, N, 3]
+    from recon.render import rasterize
+
+    m = torch.stack([sp.means + f.motion(sp.means, sc.times[1]) + f.view_offset(i) for i, _ in cells])
+    ref = rasterize(m, sp.log_scales, sp.opacity_logits, sp.rgb(), poses[[0, 1, 2], [1, 1, 1]], K[[0, 1, 2], [1, 1, 1]],
+                    24, 24, backend=backend)[0]
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), sp.means)
+    assert rgb.std() > 0.01  # something was drawn
+    assert torch.allclose(rgb, ref, atol=1e-5)
+    assert torch.allclose(g_shared, g_ref, atol=1e-5 * float(g_ref.abs().max()))
+    f.tracked_offsets[0, 0, 0] = 1e-3  # in place: re-checked
+    assert not f.view_offsets_vanish and sc.cell_means(cells).stride(0) != 0

@@ -34,6 +34,11 @@ def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
 
 
+VANISHING_OFFSET = 1e-6
+"""Per-view offsets at most this fraction of the scene radius count as zero (rig tracks give ~1e-8 m:
+float round-off of identical positions; far below a pixel at any resolution)."""
+
+
 class DeformField(nn.Module):
     """Temporal MLP plus per-view offsets for ``P`` Gaussians and ``V`` views.
 
@@ -90,6 +95,23 @@ class DeformField(nn.Module):
     @property
     def num_views(self) -> int:
         return int(self.tracked_offsets.shape[1])
+
+    @property
+    def view_offsets_vanish(self) -> bool:
+        """True when dp_i^v is zero for every view (no learned correction, tracked offsets below
+        :data:`VANISHING_OFFSET` x radius: a calibrated rig's tracks), so renders may skip adding
+        it and share one position tensor across the views of a time. Re-checked whenever the
+        offset tensors are replaced or modified in place."""
+        key = (id(self.tracked_offsets), self.tracked_offsets._version, id(self.view_correction), self.view_correction._version,
+               self.view_correction.requires_grad)
+        if getattr(self, "_vanish_key", None) != key:
+            tol = VANISHING_OFFSET * float(self.radius)
+            with torch.no_grad():
+                small = all(float(t.abs().max()) <= tol if t.numel() else True
+                            for t in (self.tracked_offsets, self.view_correction))
+            self._vanish = bool(small and not self.view_correction.requires_grad)
+            self._vanish_key = key
+        return self._vanish
 
     def norm_time(self, t: float | Tensor) -> Tensor:
         """Grid time -> [-1, 1] (0 when the grid has a single time)."""

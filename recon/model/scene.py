@@ -54,15 +54,22 @@ class DeformableScene:
         return int(self.poses.shape[1])
 
     def cell_means(self, cells: list[tuple[int, int]], view_offsets: bool = True) -> Tensor:
-        """Deformed positions ``[C, N, 3]`` (canonical coordinates) of the given cells."""
+        """Deformed positions ``[C, N, 3]`` (canonical coordinates) of the given cells. When the
+        cells share one time and there are no per-view offsets (``view_offsets`` False, or they
+        vanish: :attr:`DeformField.view_offsets_vanish`), the result is one ``[N, 3]`` tensor
+        expanded over the cells (stride 0 on dim 0; :meth:`render` then projects it once)."""
         means = self.splats.means
+        add_views = view_offsets and not self.field.view_offsets_vanish
+        if not add_views and len({j for _, j in cells}) == 1:
+            m = means + self.field.motion(means, self.times[cells[0][1]])
+            return m.expand(len(cells), *m.shape)
         dpt: dict[int, Tensor] = {}
         out = []
         for i, j in cells:
             if j not in dpt:
                 dpt[j] = self.field.motion(means, self.times[j])
             m = means + dpt[j]
-            if view_offsets:
+            if add_views:
                 m = m + self.field.view_offset(i)
             out.append(m)
         return torch.stack(out)
@@ -77,7 +84,8 @@ class DeformableScene:
         idx_t = torch.tensor([j for _, j in cells])
         H, W = self.size
         means = self.cell_means(cells, view_offsets)
-        rgb, alpha, depth, meta = rasterize(means, self.splats.log_scales, self.splats.opacity_logits,
+        shared = means[0] if means.stride(0) == 0 else means  # [N, 3] when every cell has the same positions
+        rgb, alpha, depth, meta = rasterize(shared, self.splats.log_scales, self.splats.opacity_logits,
                                             self.splats.rgb(), self.poses[idx_v, idx_t].to(dev), self.Ks[idx_v, idx_t].to(dev), W, H,
                                             background=None if self.background is None else self.background.to(dev),
                                             backend=backend)
