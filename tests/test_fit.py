@@ -226,6 +226,29 @@ def test_deform_fit_lowers_the_loss():
     assert torch.allclose(project_affine(corr, scene.splats.means, grid.central_view), corr, atol=1e-6)
 
 
+def test_masked_grids_give_the_dynamic_gaussians_their_own_paths():
+    """With foreground masks, dynamic Gaussians get per-Gaussian polynomial paths, fitted to the
+    motion; static ones keep none (exactly zero); density control keeps the rows aligned."""
+    grid, tracks, _, _ = _setup(V=3, T=2, with_cameras=True)
+    grid.images[:, 1] = np.roll(grid.images[:, 0], 1, axis=2)
+    masks = np.zeros(grid.images.shape[:-1], bool)
+    masks[..., : W // 2] = True  # the left half of every image is foreground
+    grid.masks = masks
+    can = build_canonical(grid, tracks, CanonicalConfig())
+    cfg = DeformConfig(iterations=60, warmup=5, cells_per_step=3, pos_freqs=2, time_freqs=2, mlp_width=16, mlp_depth=2,
+                       view_residual=0.0, learn_background=False, lr_trajectory=1e-2, lr_trajectory_final=1e-3)
+    scene = scene_from_canonical(grid, can, cfg)
+    f = scene.field
+    assert f.trajectory_degree == 3 and 0 < int(f.dynamic.sum()) < len(f.dynamic)
+    rep = fit_deform(grid, scene, [(i, j) for i in range(3) for j in range(2)], cfg, torch.device("cpu"), seed=0)
+    assert rep["trajectory_degree"] == 3
+    assert f.trajectory.shape[0] == scene.splats.num == f.dynamic.shape[0]
+    moved = f.trajectory.detach().abs().amax((1, 2))
+    assert float(moved[f.dynamic].max()) > 1e-3 and float(moved[~f.dynamic].max()) == 0.0
+    no_masks = scene_from_canonical(_setup(V=3, T=2, with_cameras=True)[0], can, cfg)
+    assert no_masks.field.trajectory_degree == 0  # no masks: the dynamic set is unknown, no paths
+
+
 def test_deform_learns_the_colour_behind_the_splats():
     """A grid whose reader names no background: the fit learns the colour the images show where no
     splat covers them (here a uniform grey-blue), starting from the images' mean colour."""

@@ -113,3 +113,31 @@ def test_vanishing_view_offsets_share_one_position_tensor_across_the_views_of_a_
     assert torch.allclose(g_shared, g_ref, atol=1e-5 * float(g_ref.abs().max()))
     f.tracked_offsets[0, 0, 0] = 1e-3  # in place: re-checked
     assert not f.view_offsets_vanish and sc.cell_means(cells).stride(0) != 0
+
+
+def test_per_gaussian_paths_are_legendre_in_time_on_the_dynamic_rows_and_saved(tmp_path):
+    P, V = 6, 2
+    f = DeformField(torch.zeros(P, V, 3), torch.zeros(3), 2.0, (0.0, 4.0), pos_freqs=2, time_freqs=2, width=8, depth=1,
+                    learn_view_offsets=False, trajectory_degree=3)
+    means = torch.randn(P, 3)
+    assert torch.equal(f.motion(means, 1.0), torch.zeros(P, 3))  # zero at start
+    with torch.no_grad():
+        f.trajectory[:, 0, 0] = 0.1  # P1 = tau
+        f.trajectory[:, 1, 1] = 0.2  # P2 = (3 tau^2 - 1) / 2
+        f.trajectory[:, 2, 2] = 0.3  # P3 = (5 tau^3 - 3 tau) / 2
+    f.dynamic = torch.tensor([True, False, True, True, False, True])
+    t = 3.0  # tau = 0.5
+    tau = 0.5
+    want = 2.0 * torch.tensor([0.1 * tau, 0.2 * (3 * tau**2 - 1) / 2, 0.3 * (5 * tau**3 - 3 * tau) / 2])
+    dp = f.motion(means, t)
+    assert torch.allclose(dp[f.dynamic], want.expand(4, 3), atol=1e-6)
+    assert torch.equal(dp[~f.dynamic], torch.zeros(2, 3))  # static rows never move
+    sp = Splats(means + torch.tensor([0, 0, 3.0]), torch.full((P,), -2.0), torch.zeros(P), torch.rand(P, 3))
+    poses = torch.eye(4).expand(V, 2, 4, 4).clone()
+    K = torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]]).expand(V, 2, 3, 3).clone()
+    sc = DeformableScene(sp, f, poses, K, torch.tensor([0.0, 4.0]), (16, 16))
+    sc.save(tmp_path / "s.safetensors")
+    back = DeformableScene.load(tmp_path / "s.safetensors")
+    assert back.field.trajectory_degree == 3 and torch.equal(back.positions_at(1), sc.positions_at(1))
+    plain = DeformField(torch.zeros(P, V, 3), torch.zeros(3), 2.0, (0.0, 4.0), pos_freqs=2, time_freqs=2, width=8, depth=1)
+    assert plain.trajectory_degree == 0 and plain.path_offset(1.0) is None

@@ -233,7 +233,7 @@ def consistency_metrics(case: Case, scene, background: np.ndarray | None) -> dic
     H, W = g.height, g.width
     rend = np.zeros((g.num_views, len(times), H, W, 3), np.uint8)
     for n, j in enumerate(times):
-        Xc = scene.splats.means + scene.field.time_offset(scene.splats.means, scene.times[j])
+        Xc = scene.splats.means + scene.field.motion(scene.splats.means, scene.times[j])  # dp^t as rendered (static rows: 0)
         sp = scene.splats
         bg = None if background is None else torch.as_tensor(background, dtype=torch.float32, device=Xc.device)
         rgb, _, _, _ = rasterize(Xc, sp.log_scales, sp.opacity_logits, sp.rgb(), scene.poses[:, j].to(Xc.device),

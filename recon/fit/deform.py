@@ -47,7 +47,12 @@ The loop is the fit engine's (:mod:`recon.fit.engine`), with adaptive density co
 (:mod:`recon.fit.density`: clone / split / prune / opacity reset; new Gaussians inherit their
 parent's tracked offsets, learned correction and dynamic flag), a per-camera colour response
 (:mod:`recon.model.appearance`, fitted after the warm-up) and, where the grid has foreground
-masks, a static background: Gaussians outside the masks get no temporal offset at all.
+masks, a static background: Gaussians outside the masks get no temporal offset at all, and the
+dynamic ones get, on top of the MLP's dp^t, a polynomial path each (``trajectory_degree``; the
+seed's field is the MLP alone). Why: on CMU Panoptic the ball's ~100 Gaussians, among 28k dynamic
+ones, stayed where they were (their projections moved 3 px over 8 frames while the ball moved 84 px)
+and faded to opacity ~0.04: their gradients barely change the shared MLP weights, whereas a
+coefficient of their own gets a full Adam step from the silhouette term (measured in BENCHMARKS.md).
 Targets are converted from the grid's uint8 images per batch.
 """
 
@@ -81,7 +86,7 @@ class DeformConfig:
 
     iterations: int = 0
     """Total optimisation steps (warm-up included); 0: sized to the grid (:func:`auto_iterations`:
-    1860 for the bundled sample, 6480 for Panoptic's 27 cameras x 8 frames, 7560 for a 108-image D-NeRF scene)."""
+    1654 for the bundled sample, 5760 for Panoptic's 27 cameras x 8 frames, 7560 for a 108-image D-NeRF scene)."""
     warmup: int = 100
     """First steps on freeze-time cells only, without the temporal MLP."""
     cells_per_step: int = 3
@@ -136,6 +141,15 @@ class DeformConfig:
     compositing on black. Where the splats leave a view partly transparent, a new viewpoint then
     sees a colour of the scene through the gaps, not black (measured in BENCHMARKS.md)."""
     lr_background: float = 1e-3
+    trajectory_degree: int = 3
+    """Grids with foreground masks (the dynamic Gaussians are known): each dynamic Gaussian's dp^t
+    also gets its own polynomial path of this degree (:attr:`recon.model.deform.DeformField.trajectory`,
+    Legendre in time, zero at start; 0: off). The silhouette term then moves the few Gaussians of a
+    small, fast object directly, which the shared MLP's weights do not (measured in BENCHMARKS.md)."""
+    lr_trajectory: float = 4e-4
+    """Learning rate of the path coefficients, in units of the scene radius (decays like ``lr_means``,
+    from the end of the warm-up)."""
+    lr_trajectory_final: float = 4e-6
     static_background: bool = True
     """When the grid has foreground masks: Gaussians that project outside the masks in the
     freeze-time frames are static (dp^t = 0, no MLP), so the background cannot drift in time."""
@@ -163,9 +177,10 @@ class DeformConfig:
 SILHOUETTE_BYTES = 1 << 30
 """The silhouette term's distance maps (float32 per training image) are built up to this size."""
 
-RENDERS_PER_IMAGE = 90
+RENDERS_PER_IMAGE = 80
 """``iterations = 0``: each training image is rendered about this many times (3DGS renders each
-of a typical scene's ~200 images ~150 times in 30k steps; a CPU budget affords fewer)."""
+of a typical scene's ~200 images ~150 times in 30k steps; a CPU budget affords fewer: 80 keeps
+Panoptic's 27 cameras x 8 frames at 320x180 within 20 minutes on two cores, measured in BENCHMARKS.md)."""
 
 
 MONOCULAR_RENDERS_PER_IMAGE = 70
@@ -190,14 +205,15 @@ def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformCo
     center = means.median(dim=0).values if len(means) else torch.zeros(3)
     offsets = canonical.view_offsets if view_offsets else torch.zeros_like(canonical.view_offsets)
     t = torch.as_tensor(grid.times, dtype=torch.float64)  # the scene keeps float64 copies (exports)
-    field = DeformField(offsets, center, radius, (float(t.float().min()), float(t.float().max())), config.pos_freqs, config.time_freqs,
-                        config.mlp_width, config.mlp_depth, learn_view_offsets=config.learn_view_offsets and view_offsets,
-                        activation=config.mlp_activation)
+    voters: list[int] = []
     if config.static_background and grid.masks is not None and grid.num_times > 1:
         voters = [v for v in (trained_views if trained_views is not None else range(grid.num_views))
                   if v in grid.meta.get("mask_views", range(grid.num_views))]
-        if voters:
-            field.dynamic = dynamic_from_masks(grid, canonical, voters)
+    field = DeformField(offsets, center, radius, (float(t.float().min()), float(t.float().max())), config.pos_freqs, config.time_freqs,
+                        config.mlp_width, config.mlp_depth, learn_view_offsets=config.learn_view_offsets and view_offsets,
+                        activation=config.mlp_activation, trajectory_degree=config.trajectory_degree if voters else 0)
+    if voters:
+        field.dynamic = dynamic_from_masks(grid, canonical, voters)
     c2w = grid.canonical_to_world()
     to_world = torch.eye(4) if c2w is None else torch.from_numpy(c2w).float()
     splats = type(canonical.splats)(*(v for v in canonical.splats.tensors().values()))
@@ -312,7 +328,7 @@ def scene_rows(scene: DeformableScene) -> Rows:
     sp, f = scene.splats, scene.field
     return Rows({"means": (sp, "means"), "log_scales": (sp, "log_scales"), "opacity_logits": (sp, "opacity_logits"),
                  "colors": (sp, "colors"), "view_correction": (f, "view_correction"),
-                 "tracked_offsets": (f, "tracked_offsets"), "dynamic": (f, "dynamic")})
+                 "tracked_offsets": (f, "tracked_offsets"), "dynamic": (f, "dynamic"), "trajectory": (f, "trajectory")})
 
 
 def _renderer(scene: DeformableScene, backend: str) -> Callable[[list[tuple[int, int]]], tuple[Tensor, dict[str, Any]]]:
@@ -407,6 +423,9 @@ def fit_deform(
     ]
     if field.learn_view_offsets:
         groups.append(ParamGroup("view", ["view_correction"], config.lr_view_correction * radius))
+    if field.trajectory_degree > 0:  # coefficients in units of the radius (see DeformField.path_offset)
+        groups.append(ParamGroup("trajectory", ["trajectory"], lambda s: 0.0 if s < warm else exp_decay(
+            config.lr_trajectory, config.lr_trajectory_final, s - warm, total - warm)))
     if scene.appearance is not None:
         groups.append(ParamGroup("appearance", [scene.appearance.log_gain, scene.appearance.bias],
                                  lambda s: 0.0 if s < warm else config.lr_appearance))
@@ -483,7 +502,7 @@ def fit_deform(
                                   None if progress is None else lambda k, n, l: progress(total + k, total + n, l))
     trace += residual
     rep = {"loss_first": trace[0], "loss_last": trace[-1], "loss_trace_every_10": trace, "gaussians": sp.num,
-           "gaussians_start": n0, "dynamic_gaussians": int(field.dynamic.sum()), "warmup_steps": warm, "steps": total,
+           "gaussians_start": n0, "dynamic_gaussians": int(field.dynamic.sum()), "trajectory_degree": field.trajectory_degree, "warmup_steps": warm, "steps": total,
            "view_residual_steps": residual_steps if residual else 0, "extent": extent, "silhouette_reg": silhouette,
            "foreground_reg": foreground,
            "background": None if scene.background is None else [round(float(c), 4) for c in scene.background]}
@@ -502,7 +521,7 @@ def _fit_view_residual(scene: DeformableScene, train_cells: list[tuple[int, int]
     if not field.learn_view_offsets or steps <= 0:
         return []
     batches = time_batches(train_cells, steps, config.cells_per_step, g)
-    shared = [sp.means, sp.colors, sp.opacity_logits, sp.log_scales, *field.mlp.parameters()]
+    shared = [sp.means, sp.colors, sp.opacity_logits, sp.log_scales, field.trajectory, *field.mlp.parameters()]
     if scene.appearance is not None:
         shared += [scene.appearance.log_gain, scene.appearance.bias]
     flags = [p.requires_grad for p in shared]

@@ -16,6 +16,7 @@ time range.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,13 @@ class DeformField(nn.Module):
             below zero still gets a gradient, so Adam can bring it back -- a ReLU MLP whose units all
             died outputs one constant offset at every time, which ended a monocular fit; see
             :mod:`recon.fit.monocular`).
+        trajectory_degree: K >= 0; K > 0 adds to dp^t of every dynamic Gaussian its own polynomial
+            path ``radius * sum_k c_k P_k(tau)`` (Legendre polynomials P_1..P_K of the normalised
+            time tau in [-1, 1], coefficients ``trajectory [P, K, 3]``, zero at start). A shared MLP
+            cannot carry a small, fast object (a thrown ball: ~100 of 28k dynamic Gaussians, moving
+            a diameter per frame): its few Gaussians' gradients are drowned in the MLP's shared
+            weights, while per-Gaussian coefficients get Adam steps of their own (see
+            :mod:`recon.fit.deform`).
     """
 
     def __init__(
@@ -67,6 +75,7 @@ class DeformField(nn.Module):
         depth: int = 3,
         learn_view_offsets: bool = True,
         activation: str = "relu",
+        trajectory_degree: int = 0,
     ):
         super().__init__()
         P, V, _ = tracked_offsets.shape
@@ -80,6 +89,9 @@ class DeformField(nn.Module):
         self.pos_freqs, self.time_freqs = int(pos_freqs), int(time_freqs)
         self.learn_view_offsets = bool(learn_view_offsets)
         self.view_correction = nn.Parameter(torch.zeros(P, V, 3), requires_grad=self.learn_view_offsets)
+        K = max(0, int(trajectory_degree))
+        self.trajectory = nn.Parameter(torch.zeros(P, K, 3), requires_grad=K > 0)
+        """[P, K, 3] per-Gaussian Legendre coefficients of dp^t, in units of ``radius`` (K = 0: none)."""
         d_in = 3 * (1 + 2 * self.pos_freqs) + (1 + 2 * self.time_freqs)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
@@ -102,15 +114,16 @@ class DeformField(nn.Module):
         :data:`VANISHING_OFFSET` x radius: a calibrated rig's tracks), so renders may skip adding
         it and share one position tensor across the views of a time. Re-checked whenever the
         offset tensors are replaced or modified in place."""
-        key = (id(self.tracked_offsets), self.tracked_offsets._version, id(self.view_correction), self.view_correction._version,
-               self.view_correction.requires_grad)
-        if getattr(self, "_vanish_key", None) != key:
+        a, b = self.tracked_offsets, self.view_correction
+        key = (a._version, b._version, b.requires_grad)
+        cached = getattr(self, "_vanish_key", None)  # (weak refs: a freed tensor never matches a new one)
+        if cached is None or cached[0]() is not a or cached[1]() is not b or cached[2] != key:
             tol = VANISHING_OFFSET * float(self.radius)
             with torch.no_grad():
                 small = all(float(t.abs().max()) <= tol if t.numel() else True
                             for t in (self.tracked_offsets, self.view_correction))
             self._vanish = bool(small and not self.view_correction.requires_grad)
-            self._vanish_key = key
+            self._vanish_key = (weakref.ref(a), weakref.ref(b), key)
         return self._vanish
 
     def norm_time(self, t: float | Tensor) -> Tensor:
@@ -127,14 +140,39 @@ class DeformField(nn.Module):
         feats = torch.cat([positional_encoding(x, self.pos_freqs), positional_encoding(tt, self.time_freqs)], dim=-1)
         return self.mlp(feats) * self.radius
 
+    @property
+    def trajectory_degree(self) -> int:
+        return int(self.trajectory.shape[1])
+
+    def path_offset(self, t: float | Tensor, rows: Tensor | None = None) -> Tensor | None:
+        """The per-Gaussian polynomial part of dp^t ``[P or R, 3]`` at grid time ``t`` (of ``rows``
+        when given), or None without one (``trajectory_degree`` 0)."""
+        K = self.trajectory_degree
+        if K == 0:
+            return None
+        tau = self.norm_time(t).reshape(())
+        p_prev, p = torch.ones_like(tau), tau
+        basis = [p]
+        for k in range(1, K):  # Bonnet: (k + 1) P_{k+1} = (2k + 1) tau P_k - k P_{k-1}
+            p_prev, p = p, ((2 * k + 1) * tau * p - k * p_prev) / (k + 1)
+            basis.append(p)
+        c = self.trajectory if rows is None else self.trajectory[rows]
+        return (c * torch.stack(basis)[None, :, None]).sum(1) * self.radius
+
     def motion(self, means: Tensor, t: float | Tensor) -> Tensor:
-        """dp^t ``[P, 3]`` of all P Gaussians (``means [P, 3]``): the MLP on the dynamic ones, zero
-        on the static ones."""
+        """dp^t ``[P, 3]`` of all P Gaussians (``means [P, 3]``): the MLP (plus each one's polynomial
+        path, :meth:`path_offset`) on the dynamic ones, zero on the static ones."""
         dyn = self.dynamic
         if dyn.shape[0] != means.shape[0] or bool(dyn.all()):
-            return self.time_offset(means, t)
+            out = self.time_offset(means, t)
+            path = self.path_offset(t) if self.trajectory.shape[0] == means.shape[0] else None
+            return out if path is None else out + path
         idx = dyn.nonzero().squeeze(1)
-        return means.new_zeros(means.shape).index_copy(0, idx, self.time_offset(means[idx], t))
+        out = self.time_offset(means[idx], t)
+        path = self.path_offset(t, idx)
+        if path is not None:
+            out = out + path
+        return means.new_zeros(means.shape).index_copy(0, idx, out)
 
     def view_offset(self, view: int) -> Tensor:
         """dp_i^v ``[P, 3]`` of view ``view`` (tracked + learned correction)."""
@@ -153,3 +191,4 @@ class DeformField(nn.Module):
         self.tracked_offsets = self.tracked_offsets[keep].contiguous()
         self.dynamic = self.dynamic[keep].contiguous()
         self.view_correction = nn.Parameter(self.view_correction.detach()[keep].contiguous(), requires_grad=self.learn_view_offsets)
+        self.trajectory = nn.Parameter(self.trajectory.detach()[keep].contiguous(), requires_grad=self.trajectory.requires_grad)

@@ -171,7 +171,9 @@ class DeformableScene:
         try:
             field = DeformField(fs["tracked_offsets"], fs["center"], float(fs["radius"]), tuple(fs["time_range"].tolist()),
                                 fc["pos_freqs"], fc["time_freqs"], fc["width"], fc["depth"], fc["learn_view_offsets"],
-                                fc["activation"] or "relu")
+                                fc["activation"] or "relu",
+                                int(fs["trajectory"].shape[1]) if "trajectory" in fs else 0)
+            fs.setdefault("trajectory", field.trajectory.detach())  # checkpoints before the per-Gaussian paths
             fs.setdefault("dynamic", torch.ones(splats.num, dtype=torch.bool))  # checkpoints before the static/dynamic split
             field.load_state_dict(fs)
             appearance = None
@@ -188,7 +190,7 @@ class DeformableScene:
 SCENE_TENSORS: dict[str, tuple] = {
     "splats.means": ("N", 3), "splats.colors": ("N", 3), "splats.log_scales": ("N",), "splats.opacity_logits": ("N",),
     "field.center": (3,), "field.radius": (), "field.time_range": (2,), "field.tracked_offsets": ("N", "V", 3),
-    "field.view_correction": ("N", "V", 3), "field.dynamic?": ("N",), "poses": ("V", "T", 4, 4), "Ks": ("V", "T", 3, 3),
+    "field.view_correction": ("N", "V", 3), "field.dynamic?": ("N",), "field.trajectory?": ("N", "K", 3), "poses": ("V", "T", 4, 4), "Ks": ("V", "T", 3, 3),
     "times": ("T",), "to_world": (4, 4), "background?": (3,), "appearance.log_gain?": ("V", 3),
     "appearance.bias?": ("V", 3), "appearance.trained?": ("V",),
 }
