@@ -115,14 +115,16 @@ class DeformField(nn.Module):
         it and share one position tensor across the views of a time. Re-checked whenever the
         offset tensors are replaced or modified in place."""
         a, b = self.tracked_offsets, self.view_correction
-        key = (a._version, b._version, b.requires_grad)
+        if b.requires_grad:  # a learned correction (its version changes every step): never scanned
+            return False
+        key = (a._version, b._version)
         cached = getattr(self, "_vanish_key", None)  # (weak refs: a freed tensor never matches a new one)
         if cached is None or cached[0]() is not a or cached[1]() is not b or cached[2] != key:
             tol = VANISHING_OFFSET * float(self.radius)
             with torch.no_grad():
                 small = all(float(t.abs().max()) <= tol if t.numel() else True
                             for t in (self.tracked_offsets, self.view_correction))
-            self._vanish = bool(small and not self.view_correction.requires_grad)
+            self._vanish = bool(small)
             self._vanish_key = (weakref.ref(a), weakref.ref(b), key)
         return self._vanish
 
