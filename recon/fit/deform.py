@@ -294,22 +294,18 @@ VIEW_CORRECTIONS = ("affine", "centred", "free")
 def project_affine(correction: Tensor, means: Tensor, fixed_view: int | None = None) -> Tensor:
     """Least-squares projection of ``correction [P, V, 3]`` onto per-view affine functions of the
     positions ``means [P, 3]`` (``[x - mu, 1] @ B_v``), with view ``fixed_view`` set to zero.
-    Returns a new tensor; a projection: applying it twice changes nothing.
-
-    Solved by the normal equations: the design ``X = [(x - mu) / span, 1]`` is centred and scaled,
-    so ``X^T X [4, 4]`` is well conditioned; the two products over the P rows run in the tensors'
-    float32, the small ``[4, 4] B = [4, 3V]`` system in float64. (A float64 QR least squares over
-    all rows cost 6 % of a deform step at 40k Gaussians, most of it converting [P, V, 3] to float64.)"""
+    Returns a new tensor; a projection: applying it twice changes nothing."""
     P, V, _ = correction.shape
+    out = torch.zeros_like(correction)
     if P < 4:
-        return torch.zeros_like(correction)
-    x = means.detach()
-    mu = x.double().mean(0).to(x.dtype)
+        return out
+    x = means.detach().double()
+    mu = x.mean(0)
     span = (x - mu).abs().max().clamp_min(1e-12)
     X = torch.cat([(x - mu) / span, torch.ones(P, 1, dtype=x.dtype, device=x.device)], 1)  # [P, 4]
-    Y = correction.detach().reshape(P, V * 3)
-    B = torch.linalg.solve((X.T @ X).double(), (X.T @ Y).double())  # [4, V*3]
-    out = (X @ B.to(correction.dtype)).reshape(P, V, 3)
+    Y = correction.detach().double().reshape(P, V * 3)
+    B = torch.linalg.lstsq(X, Y).solution  # [4, V*3]
+    out = (X @ B).reshape(P, V, 3).to(correction.dtype)
     if fixed_view is not None and 0 <= fixed_view < V:
         out[:, fixed_view] = 0
     return out
