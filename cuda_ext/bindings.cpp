@@ -95,6 +95,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("composite_backward", &composite_backward, "gradients of composite_forward");
   m.def("project_forward", &project_forward, "EWA projection of isotropic Gaussians (CPU)");
   m.def("project_backward", &project_backward, "gradients of project_forward (CPU)");
+  m.def("kernel_threads", &kernel_threads, "threads the CPU kernels use (set_kernel_threads, else torch's)");
+  m.def("set_kernel_threads", &set_kernel_threads, pybind11::arg("threads"),
+        "threads for the CPU kernels; 0 follows torch.get_num_threads()");
   m.def("has_cuda", &has_cuda, "whether the CUDA kernels were compiled in");
   m.def("tile_size", []() { return recon::kTileSize; }, "screen tile size in pixels");
   m.def("cpu_kernel", &recon::cpu::cpu_kernel, pybind11::arg("request") = "",

@@ -161,7 +161,7 @@ std::vector<at::Tensor> project_forward_cpu(const at::Tensor& means, const at::T
   int32_t *o_bb = bbox.data_ptr<int32_t>(), *o_r = radii.data_ptr<int32_t>(), *o_ord = order.data_ptr<int32_t>();
   bool* o_vis = visible.data_ptr<bool>();
   const float big = 4.0f * std::max(W, H) + 8.0f;
-  const int threads = at::get_num_threads();
+  const int threads = kernel_threads();
   std::vector<Camera> cams;
   for (int c = 0; c < C; ++c) cams.push_back(camera_of(pv + c * 16, pk + c * 9, W, H));
   const int64_t total = static_cast<int64_t>(C) * N;
@@ -230,7 +230,7 @@ std::vector<at::Tensor> project_backward_cpu(const at::Tensor& means, const at::
   const float *gm2 = g_means2d.data_ptr<float>(), *gcon = g_conics.data_ptr<float>();
   const float *gop = g_opacities.data_ptr<float>(), *gdz = g_depths.data_ptr<float>();
   float *o_gm = g_means.data_ptr<float>(), *o_gls = g_ls.data_ptr<float>(), *o_glg = g_lg.data_ptr<float>();
-  const int threads = at::get_num_threads();
+  const int threads = kernel_threads();
   std::vector<Camera> cams;
   for (int c = 0; c < C; ++c) cams.push_back(camera_of(pv + c * 16, pk + c * 9, W, H));
   std::vector<SplatConst> sc(C > 1 ? N : 0);

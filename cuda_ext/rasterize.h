@@ -16,6 +16,12 @@
 
 #include <vector>
 
+// Threads the CPU kernels (compositing and projection) use: the value set by set_kernel_threads,
+// or torch's intra-op thread count when that is 0 (the default). Lets a fit run torch's many small
+// ops on one thread (they lose to thread wake-ups) while the heavy kernels use every core.
+int kernel_threads();
+void set_kernel_threads(int threads);
+
 std::vector<at::Tensor> composite_forward_cpu(const at::Tensor& means2d, const at::Tensor& conics,
                                               const at::Tensor& opacities, const at::Tensor& colors,
                                               const at::Tensor& depths, const at::Tensor& bbox,

@@ -1,9 +1,25 @@
 // Torch wrappers of the CPU compositing kernels (raster_cpu_core.cpp): allocation, pointers,
-// thread count (torch.get_num_threads()).
+// thread count (kernel_threads(): set_kernel_threads, else torch.get_num_threads()).
 #include <ATen/Parallel.h>
+
+#include <atomic>
 
 #include "raster_cpu_core.h"
 #include "rasterize.h"
+
+namespace {
+std::atomic<int> g_kernel_threads{0};
+}  // namespace
+
+int kernel_threads() {
+  const int n = g_kernel_threads.load();
+  return n > 0 ? n : at::get_num_threads();
+}
+
+void set_kernel_threads(int threads) {
+  TORCH_CHECK(threads >= 0, "set_kernel_threads: threads must be >= 0 (0 follows torch), got ", threads);
+  g_kernel_threads.store(threads);
+}
 
 namespace {
 
@@ -34,7 +50,7 @@ std::vector<at::Tensor> composite_forward_cpu(const at::Tensor& means2d, const a
                                               const at::Tensor& depths, const at::Tensor& bbox,
                                               const at::Tensor& order, int64_t width, int64_t height) {
   const auto f = frame_of(colors, width, height);
-  const int threads = at::get_num_threads();
+  const int threads = kernel_threads();
   std::vector<int64_t> offsets;
   std::vector<int32_t> ids;
   auto fopt = colors.options();
@@ -74,6 +90,6 @@ std::vector<at::Tensor> composite_backward_cpu(const at::Tensor& means2d, const 
                                     g_colors.data_ptr<float>(), g_depths.data_ptr<float>()};
   recon::cpu::composite_backward(f, inputs_of(means2d, conics, opacities, colors, depths, bbox), up,
                                  tile_offsets.data_ptr<int64_t>(), tile_ids.data_ptr<int32_t>(), slots.data_ptr<float>(),
-                                 grads, at::get_num_threads());
+                                 grads, kernel_threads());
   return {g_means2d, g_conics, g_opac, g_colors, g_depths};
 }

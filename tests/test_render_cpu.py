@@ -214,3 +214,51 @@ def test_cpu_is_deterministic_across_thread_counts() -> None:
         torch.set_num_threads(before)
     for name in one:
         assert torch.equal(one[name], two[name]), name
+
+
+def test_kernel_threads_are_set_apart_from_torch() -> None:
+    from recon import _C  # type: ignore[attr-defined]
+
+    before = torch.get_num_threads()
+    try:
+        _C.set_kernel_threads(0)
+        torch.set_num_threads(1)
+        assert _C.kernel_threads() == 1  # 0 follows torch
+        _C.set_kernel_threads(3)
+        assert _C.kernel_threads() == 3 and torch.get_num_threads() == 1
+        with pytest.raises(RuntimeError, match="threads must be >= 0"):
+            _C.set_kernel_threads(-1)
+        assert _C.kernel_threads() == 3
+        # the kernels' own thread count leaves renders and gradients bit-identical
+        leaves, viewmats, Ks = make_scene(11, 500, 2, 48, 48, False)
+        split = render_with_grads("cpu", leaves, viewmats, Ks, 48, 48, 11)
+        _C.set_kernel_threads(1)
+        single = render_with_grads("cpu", leaves, viewmats, Ks, 48, 48, 11)
+    finally:
+        _C.set_kernel_threads(0)
+        torch.set_num_threads(before)
+    for name in split:
+        assert torch.equal(split[name], single[name]), name
+
+
+def test_fit_threads_splits_only_for_the_cpu_kernels() -> None:
+    from recon import _C  # type: ignore[attr-defined]
+    from recon.render.backends import fit_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with fit_threads("auto", torch.device("cpu")) as n:
+            assert n == 2 and torch.get_num_threads() == 1 and _C.kernel_threads() == 2
+        assert torch.get_num_threads() == 2 and _C.kernel_threads() == 2
+        with fit_threads("torch", torch.device("cpu")):
+            assert torch.get_num_threads() == 2  # the twin keeps every thread for its own ops
+        with pytest.raises(KeyError):
+            with fit_threads("cpu", torch.device("cpu")):
+                raise KeyError("boom")
+        assert torch.get_num_threads() == 2  # restored on error too
+        torch.set_num_threads(1)
+        assert _C.kernel_threads() == 1  # back to following torch
+    finally:
+        _C.set_kernel_threads(0)
+        torch.set_num_threads(before)
