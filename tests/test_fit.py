@@ -146,6 +146,23 @@ def test_project_affine_is_a_projection_that_fixes_the_central_view():
     assert (p[:, [0, 2]] - field[:, [0, 2]]).norm() < 0.3 * (noisy[:, [0, 2]] - field[:, [0, 2]]).norm()  # noise removed
 
 
+@pytest.mark.parametrize("planar", [False, True])
+def test_project_affine_matches_a_float64_least_squares(planar: bool):
+    """Against the textbook projection (float64 least squares), also for points on an exact
+    plane (a rank-3 design: the plane's normal must not let noise through)."""
+    g = torch.Generator().manual_seed(3)
+    means = torch.randn(3000, 3, generator=g) * 2 + torch.tensor([4.0, -2.0, 7.0])
+    if planar:
+        means[:, 2] = 1.5  # exactly planar in float32 too
+    corr = 0.05 * torch.randn(3000, 5, 3, generator=g)
+    x = means.double()
+    X = torch.cat([x - x.mean(0), torch.ones(3000, 1, dtype=torch.float64)], 1)
+    ref = (X @ torch.linalg.pinv(X) @ corr.double().reshape(3000, 15)).reshape(3000, 5, 3)
+    p = project_affine(corr, means)
+    assert p.dtype == torch.float32
+    assert torch.allclose(p.double(), ref, atol=1e-7)
+    assert torch.allclose(project_affine(p, means), p, atol=1e-7)
+
 def test_project_centred_makes_the_canonical_the_consensus():
     g = torch.Generator().manual_seed(1)
     corr = torch.randn(50, 4, 3, generator=g)

@@ -109,8 +109,12 @@ class FitEngine:
         self.groups = groups
         self.density = density
         self.post_step = list(post_step)
-        self.opt = torch.optim.Adam([{"params": self._resolve(g), "lr": self._lr(g, 0), "name": g.name} for g in groups],
-                                    eps=1e-15)
+        param_groups = [{"params": self._resolve(g), "lr": self._lr(g, 0), "name": g.name} for g in groups]
+        params = [p for grp in param_groups for p in grp["params"]]
+        # the fused kernel: one pass per tensor (a quarter of the single-tensor loop's time at 40k
+        # Gaussians on CPU); the same update rule, any float dtype on CPU or CUDA
+        fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        self.opt = torch.optim.Adam(param_groups, eps=1e-15, fused=fused or None)
 
     def _resolve(self, g: ParamGroup) -> list[Tensor]:
         return [self.rows.get(p) if isinstance(p, str) else p for p in g.params]

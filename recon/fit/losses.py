@@ -117,7 +117,11 @@ def view_offset_term(field, unit: float, weight: float):
     so it follows density control's replacement of the tensor)."""
     from recon.fit.engine import Term
 
-    return Term("view_offset", lambda ctx: (field.view_correction / unit).pow(2).sum(-1).mean(), weight)
+    def fn(ctx) -> Tensor:
+        c = field.view_correction  # [P, V, 3]: one square and one sum (the mean over P x V, written out)
+        return c.square().sum() / (unit * unit * max(1, c.numel() // 3))
+
+    return Term("view_offset", fn, weight)
 
 
 def time_smooth_term(field, splats, times: Tensor, unit: float, weight: float, generator: torch.Generator, start: int = 0):

@@ -8,8 +8,9 @@ positions without view offsets (``positions_at``) for export. Saved as one safet
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -44,6 +45,7 @@ class DeformableScene:
         self.background = None if background is None else background.float().reshape(3)
         """[3] colour behind the splats (the uniform background the images were composited on,
         e.g. white for D-NeRF); None: black."""
+        self._motion_cache: dict[int, Tensor] | None = None
 
     @property
     def num_views(self) -> int:
@@ -53,6 +55,28 @@ class DeformableScene:
     def num_times(self) -> int:
         return int(self.poses.shape[1])
 
+    @contextlib.contextmanager
+    def frozen_motion(self) -> Iterator[None]:
+        """Inside, dp^t of each grid time is computed once (without gradient) and reused: for a
+        phase that trains neither the canonical positions nor the temporal field (e.g. the
+        per-view residual), whose motion then does not change from step to step. The caller
+        keeps them frozen; the cache is dropped on exit."""
+        self._motion_cache = {}
+        try:
+            yield
+        finally:
+            self._motion_cache = None
+
+    def _motion(self, j: int) -> Tensor:
+        """dp^t ``[N, 3]`` of grid time index ``j`` (cached inside :meth:`frozen_motion`)."""
+        cache = self._motion_cache
+        if cache is None:
+            return self.field.motion(self.splats.means, self.times[j])
+        if j not in cache:
+            with torch.no_grad():
+                cache[j] = self.field.motion(self.splats.means, self.times[j])
+        return cache[j]
+
     def cell_means(self, cells: list[tuple[int, int]], view_offsets: bool = True) -> Tensor:
         """Deformed positions ``[C, N, 3]`` (canonical coordinates) of the given cells. When the
         cells share one time and there are no per-view offsets (``view_offsets`` False, or they
@@ -61,13 +85,13 @@ class DeformableScene:
         means = self.splats.means
         add_views = view_offsets and not self.field.view_offsets_vanish
         if not add_views and len({j for _, j in cells}) == 1:
-            m = means + self.field.motion(means, self.times[cells[0][1]])
+            m = means + self._motion(cells[0][1])
             return m.expand(len(cells), *m.shape)
         dpt: dict[int, Tensor] = {}
         out = []
         for i, j in cells:
             if j not in dpt:
-                dpt[j] = self.field.motion(means, self.times[j])
+                dpt[j] = self._motion(j)
             m = means + dpt[j]
             if add_views:
                 m = m + self.field.view_offset(i)
