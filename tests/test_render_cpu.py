@@ -240,25 +240,3 @@ def test_kernel_threads_are_set_apart_from_torch() -> None:
     for name in split:
         assert torch.equal(split[name], single[name]), name
 
-
-def test_fit_threads_splits_only_for_the_cpu_kernels() -> None:
-    from recon import _C  # type: ignore[attr-defined]
-    from recon.render.backends import fit_threads
-
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with fit_threads("auto", torch.device("cpu")) as n:
-            assert n == 2 and torch.get_num_threads() == 1 and _C.kernel_threads() == 2
-        assert torch.get_num_threads() == 2 and _C.kernel_threads() == 2
-        with fit_threads("torch", torch.device("cpu")):
-            assert torch.get_num_threads() == 2  # the twin keeps every thread for its own ops
-        with pytest.raises(KeyError):
-            with fit_threads("cpu", torch.device("cpu")):
-                raise KeyError("boom")
-        assert torch.get_num_threads() == 2  # restored on error too
-        torch.set_num_threads(1)
-        assert _C.kernel_threads() == 1  # back to following torch
-    finally:
-        _C.set_kernel_threads(0)
-        torch.set_num_threads(before)

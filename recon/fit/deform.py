@@ -75,7 +75,6 @@ from recon.grid import FrameGrid
 from recon.model.appearance import CameraAppearance
 from recon.model.deform import DeformField
 from recon.model.scene import DeformableScene
-from recon.render.backends import fit_threads
 
 if TYPE_CHECKING:
     from recon.fit.monocular import MonocularConfig
@@ -499,8 +498,7 @@ def fit_deform(
                                              subset=lambda: field.dynamic))
                 foreground = config.foreground_reg
     n0 = sp.num
-    with fit_threads(backend, sp.means.device):
-        out = engine.run(batches, render, target, terms, progress)
+    out = engine.run(batches, render, target, terms, progress)
     if learned_bg:  # kept in [0, 1] by the hook; a plain tensor again for the rest of the run
         scene.background = scene.background.detach()
     trace = out["trace"]
@@ -540,7 +538,7 @@ def _fit_view_residual(scene: DeformableScene, train_cells: list[tuple[int, int]
     render = _renderer(scene, backend)
     terms = [photometric_term(config.ssim_weight), view_offset_term(field, unit, config.view_offset_reg)]
     try:
-        with fit_threads(backend, sp.means.device), scene.frozen_motion():
+        with scene.frozen_motion():
             return engine.run(batches, render, target, terms, progress)["trace"]
     finally:
         for p, f in zip(shared, flags):

@@ -29,7 +29,6 @@ from recon.fit.losses import mean_opacity_term, photometric_term
 from recon.fit.schedule import cell_order
 from recon.grid import FrameGrid
 from recon.render import rasterize
-from recon.render.backends import fit_threads
 
 EDGE_RATIO = 1.1
 """Depth ratio among image-plane neighbours above which a point counts as at a depth discontinuity."""
@@ -117,9 +116,8 @@ def prune_floaters(
 
     terms = [photometric_term(config.ssim_weight), mean_opacity_term(opac, config.opacity_reg)]
     batches = cell_order([(v, r) for v in range(V)], config.iterations, config.views_per_step, g)
-    with fit_threads(backend, opac.device):
-        losses = engine.run(batches, render, target, terms, None if progress is None else lambda d, n, _l: progress(d, n),
-                            trace_every=1)["trace"]
+    losses = engine.run(batches, render, target, terms, None if progress is None else lambda d, n, _l: progress(d, n),
+                        trace_every=1)["trace"]
     opacity = torch.sigmoid(opac.detach()).cpu()
     keep = opacity >= config.threshold
     canon_pts = canonical.splats.means.detach().cpu().double().numpy()

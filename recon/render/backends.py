@@ -7,12 +7,11 @@ extension never breaks import: ``auto`` falls back to ``torch`` and says so once
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -31,32 +30,6 @@ def extension_status() -> dict[str, object]:
     """What recon._C offers here: {'cpu': bool, 'cuda': bool, 'error': str}."""
     ext, why = _extension()
     return {"cpu": ext is not None, "cuda": bool(ext is not None and ext.has_cuda()), "error": why}
-
-
-@contextlib.contextmanager
-def fit_threads(backend: str, device: torch.device) -> Iterator[int]:
-    """Thread split for a CPU fit loop on the compiled kernels: torch's many small ops run on one
-    thread (at 2 threads they lose more to thread wake-ups than they gain) while the compositing
-    and projection kernels use all of torch's threads. Yields the kernels' thread count.
-
-    Anything else (the PyTorch twin, CUDA, one thread, an extension built before
-    ``set_kernel_threads``) runs unchanged. Both settings are restored on exit, also on error.
-    """
-    n = torch.get_num_threads()
-    ext, _ = _extension()
-    split = (device.type == "cpu" and n > 1 and ext is not None and hasattr(ext, "set_kernel_threads")
-             and select_backend(backend, device, torch.float32) == "cpu")
-    if not split:
-        yield n
-        return
-    before = ext.kernel_threads() if hasattr(ext, "kernel_threads") else 0
-    ext.set_kernel_threads(n)
-    torch.set_num_threads(1)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(n)
-        ext.set_kernel_threads(before if before != n else 0)
 
 
 @functools.lru_cache(maxsize=None)
