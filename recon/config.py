@@ -123,6 +123,7 @@ LIMITS: dict[str, S.Spec] = {
     "deform.density.prune_opacity": FRACTION,
     "deform.density.reset_opacity": OPACITY,
     "deform.density.max_gaussians": S.Int(min=1, max=100_000_000),
+    "deform.density.max_per_pixel": S.Num(min=0.0, max=1e6),
     "monocular.window": S.Int(min=1, max=INT_MAX),
     "monocular.points": S.Int(min=1, max=100_000_000),
     "monocular.grid": S.Int(min=2, max=512),

@@ -135,6 +135,20 @@ def test_density_respects_the_cap_and_resets_opacity():
     assert torch.all(torch.sigmoid(scene.splats.opacity_logits) <= 0.0100001) and dc.resets == 1
 
 
+def test_density_cap_follows_the_image_size():
+    scene = _scene(P=6)
+    eng = _engine(scene)
+    cfg = DensityConfig(grad_threshold=1e-3, every=1, start=0.0, stop=1.0, reset_every=0, max_per_pixel=1.0)
+    dc = DensityControl(cfg, 1.0, (2, 4), torch.Generator().manual_seed(0))  # 8 pixels: at most 8 Gaussians
+    eng.density = dc
+    assert dc.cap == 8 and dc.report()["cap"] == 8
+    dc.observe(_fake_ctx(scene, torch.ones(6, 2)))
+    dc.densify(eng)
+    assert scene.splats.num == 8
+    off = DensityControl(DensityConfig(max_per_pixel=0.0, max_gaussians=50), 1.0, (2, 4), torch.Generator())
+    assert off.cap == 50  # 0: only max_gaussians
+
+
 def test_engine_runs_density_control_inside_the_loop():
     scene = _scene(P=40)
     cfg = DensityConfig(grad_threshold=0.0, every=2, start=0.0, stop=1.0, reset_every=0, max_gaussians=60)

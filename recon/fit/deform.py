@@ -188,9 +188,16 @@ MONOCULAR_RENDERS_PER_IMAGE = 70
 keeps a 400x400 scene near 10 minutes on two CPU cores, measured in BENCHMARKS.md)."""
 
 
+MIN_ITERATIONS = 750
+"""The fewest steps ``iterations = 0`` gives (a grid of a few images still gets density control's
+window and the learning-rate decay). It was 1000: a 64 x 64 grid of 20 images then rendered each
+training image 150 times; at 750 with the density cap its held-out views gain 0.65 dB (BENCHMARKS.md)."""
+
+
 def auto_iterations(num_images: int, cells_per_step: int, renders_per_image: int = RENDERS_PER_IMAGE) -> int:
-    """Steps for ``iterations = 0``: ``renders_per_image`` renders of every training image, 1000..30000 steps."""
-    return int(min(30000, max(1000, math.ceil(renders_per_image * num_images / max(1, cells_per_step)))))
+    """Steps for ``iterations = 0``: ``renders_per_image`` renders of every training image,
+    ``MIN_ITERATIONS``..30000 steps."""
+    return int(min(30000, max(MIN_ITERATIONS, math.ceil(renders_per_image * num_images / max(1, cells_per_step)))))
 
 
 def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformConfig, view_offsets: bool = True,
