@@ -102,7 +102,7 @@ def _quiet_after_interrupt() -> None:
     CPython exits by re-raising SIGINT (status -2 instead of 130) when its flag for "the last
     C-level code evaluation ended in KeyboardInterrupt" is set -- which it is whenever the
     interrupt landed inside code a C extension ran through ``PyRun_*`` (seen in
-    tests/test_interrupt.py, about one run in four), even though we caught it. One successful
+    tests/test_interrupt.py: 1-3 runs of 5-6), even though we caught it. One successful
     ``PyRun_SimpleString`` clears that flag (CPython only; elsewhere nothing to clear)."""
     import signal
     import threading
