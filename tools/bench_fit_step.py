@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     args = ap.parse_args()
 
-    from recon import _C  # type: ignore[attr-defined]  # noqa: F401  (the kernels; after torch)
+    from recon import _C  # type: ignore[attr-defined]  # the compiled kernels (set_kernel_threads); after torch
     from recon.fit.losses import photometric_loss
     from recon.model.scene import DeformableScene
 
