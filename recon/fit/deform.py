@@ -69,7 +69,7 @@ from torch import Tensor
 from recon.fit.canonical import Canonical
 from recon.fit.density import DensityConfig, DensityControl
 from recon.fit.engine import FitEngine, ParamGroup, Rows
-from recon.fit.losses import coverage_term, photometric_term, silhouette_term, time_smooth_term, view_offset_term
+from recon.fit.losses import coverage_term, photometric_term, rigidity_term, silhouette_term, time_smooth_term, view_offset_term
 from recon.fit.schedule import exp_decay, time_batches
 from recon.grid import FrameGrid
 from recon.model.appearance import CameraAppearance
@@ -120,6 +120,13 @@ class DeformConfig:
     """Learning rate of the residual phase, in units of the scene radius."""
     view_offset_reg: float = 0.01
     time_smooth_reg: float = 0.01
+    rigidity_reg: float = 0.0
+    """Weight of the rigidity term (:func:`recon.fit.losses.rigidity_term`: neighbouring Gaussians move
+    together at random times of the whole range, the gaps between training times included; 0: off).
+    Monocular grids use :attr:`recon.fit.monocular.MonocularConfig.rigidity_reg`."""
+    rigidity_robust: float = 0.3
+    """Geman-McClure scale of the rigidity term, in units of the median splat size (0: quadratic;
+    see :func:`recon.fit.losses.rigidity_term`)."""
     ssim_weight: float = 0.2
     pos_freqs: int = 6
     time_freqs: int = 4
@@ -484,6 +491,9 @@ def fit_deform(
     terms = [photometric_term(config.ssim_weight)]
     if config.time_smooth_reg > 0 and scene.num_times > 1:
         terms.append(time_smooth_term(field, sp, scene.times.to(device), unit, config.time_smooth_reg, g, start=warm))
+    if config.rigidity_reg > 0 and scene.num_times > 1:
+        terms.append(rigidity_term(field, sp, scene.times.to(device), unit, config.rigidity_reg, g, start=warm,
+                                   robust=config.rigidity_robust))
     if field.learn_view_offsets and config.view_offset_reg > 0:
         terms.append(view_offset_term(field, unit, config.view_offset_reg))
     silhouette = foreground = None

@@ -8,7 +8,7 @@ zero padding excluded) averaging, as in 3DGS's training loss.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +143,70 @@ def time_smooth_term(field, splats, times: Tensor, unit: float, weight: float, g
         return (d / unit).pow(2).sum(-1).mean()
 
     return Term("time_smooth", fn, weight, start=start)
+
+
+RIGIDITY_REBUILD = 100
+"""Steps between rebuilds of the rigidity term's neighbour graph (sooner when the rows change)."""
+
+
+def rigidity_term(field, splats, times: Tensor, unit: float, weight: float, generator: torch.Generator, start: int = 0,
+                  anchors: int = 1024, neighbours: int = 4, robust: float = 0.0):
+    """``rigidity``: neighbouring Gaussians move together, at *any* time of the grid's range, not only
+    at the training times (a monocular capture's test frames lie in gaps between them, where the
+    photometric loss says nothing and the MLP's per-point offsets tore a rigid ball apart; measured
+    in BENCHMARKS.md).
+
+    At a time drawn uniformly from ``[times.min(), times.max()]``, for up to ``anchors`` random
+    dynamic Gaussians and their ``neighbours`` nearest dynamic Gaussians in canonical space: the
+    weighted mean of ``rho(|dp^t_a - dp^t_b|^2 / unit^2)``, weights
+    ``w = exp(-|x_a - x_b|^2 / (2 (2 unit)^2))`` (distant "neighbours", e.g. across a gap between two
+    objects, count less). ``rho(d) = d`` (``robust`` 0) or Geman-McClure ``d / (1 + d / robust^2)``,
+    which costs at most ``robust^2`` per pair: small tearing (a lumpy ball) is pulled together, a
+    large difference is left alone -- two objects side by side that move apart, or a canonical
+    smear (an object that moved during the reference window) that the MLP gathers differently at
+    each time; with the quadratic, weight 0.01 already kept the test scene's moving ball a smear
+    (BENCHMARKS.md). Local rotation costs ~ (angle x spacing)^2, so a rolling or bending object is
+    barely held back. The neighbours are
+    found among the current Gaussians (k-d tree, rebuilt every :data:`RIGIDITY_REBUILD` steps and
+    whenever density control changes the rows)."""
+    from recon.fit.engine import Term
+
+    lo, span = float(times.min()), float(times.max() - times.min())
+    sigma2 = 2.0 * (2.0 * unit) ** 2
+    cache: dict[str, Any] = {}
+
+    def graph(x: Tensor, dyn: Tensor, step: int) -> Tensor:
+        """``[D, k]`` rows of each dynamic Gaussian's nearest dynamic neighbours (a k-d tree, rebuilt
+        when the rows change and every ``REBUILD`` steps as the positions move)."""
+        key = (x.data_ptr(), x.shape[0], len(dyn))
+        if cache.get("key") != key or step - cache.get("step", -10**9) >= RIGIDITY_REBUILD:
+            from scipy.spatial import cKDTree
+
+            pts = x.detach()[dyn].cpu().double().numpy()
+            _, nn = cKDTree(pts).query(pts, k=neighbours + 1)
+            cache.update(key=key, step=step, nbr=dyn[torch.from_numpy(nn[:, 1:]).to(dyn.device)])
+        return cache["nbr"]
+
+    def fn(ctx) -> Tensor:
+        dyn = field.dynamic.nonzero().squeeze(1)
+        if len(dyn) <= neighbours:
+            return splats.means.sum() * 0.0
+        x = splats.means
+        nbr = graph(x, dyn, int(getattr(ctx, "step", 0)))
+        pick = torch.randint(0, len(dyn), (min(anchors, len(dyn)),), generator=generator).to(dyn.device)
+        a, b = dyn[pick], nbr[pick]  # [A], [A, k]
+        with torch.no_grad():
+            w = torch.exp(-(x[a][:, None] - x[b]).pow(2).sum(-1) / sigma2)
+        t0 = lo + float(torch.rand((), generator=generator)) * span
+        uniq, inv = torch.unique(torch.cat([a, b.reshape(-1)]), return_inverse=True)
+        off = field.motion_rows(x[uniq], t0, uniq)
+        rel = off[inv[: len(a)]][:, None] - off[inv[len(a):]].reshape(len(a), neighbours, 3)  # [A, k, 3]
+        diff = (rel / unit).pow(2).sum(-1)
+        if robust > 0:  # Geman-McClure: a large difference (a motion boundary) costs at most robust^2
+            diff = diff / (1.0 + diff / robust**2)
+        return (w * diff).sum() / w.sum().clamp_min(1e-12)
+
+    return Term("rigidity", fn, weight, start=start)
 
 
 def silhouette_term(scene, distance: Tensor, weight: float, start: int = 0, subset: Callable[[], Tensor] | None = None):

@@ -41,7 +41,10 @@ following); no opacity resets (with one image per step the scene was pruned away
 recovered); and, on a uniform background, the silhouette and coverage terms
 (:func:`recon.fit.losses.silhouette_term`, :func:`recon.fit.losses.coverage_term`), which keep
 the splats on each image's occupied pixels and give the MLP a long-range pull towards where an
-object has moved.
+object has moved; a rigidity term (:func:`recon.fit.losses.rigidity_term`) at random times of
+the whole range, which holds neighbouring splats together in the gaps between training times
+(where a D-NeRF capture's test frames lie); and a shorter temporal curriculum (10 % of the steps,
+not 30 %), so the frames far from the reference time get more of the fit.
 """
 
 from __future__ import annotations
@@ -69,6 +72,16 @@ class MonocularConfig:
     """Hidden activation of the temporal MLP on monocular grids (multi-view grids keep
     ``deform.mlp_activation``): a ReLU MLP died on the rapid-motion scene at 400x400 (every unit
     negative: one constant offset at all times, the scene faded to white), see BENCHMARKS.md."""
+    rigidity_reg: float = 0.1
+    """Weight of the deform stage's rigidity term on monocular grids
+    (:attr:`recon.fit.deform.DeformConfig.rigidity_reg`): the test frames of a D-NeRF capture lie in
+    gaps of the training times, where only this term shapes the motion (BENCHMARKS.md)."""
+    time_curriculum: float = 0.1
+    """The deform stage's temporal curriculum on monocular grids
+    (:attr:`recon.fit.deform.DeformConfig.time_curriculum`, 0.3 for multi-view grids): the first
+    and last frames, far from the reference time, were fitted badly when the curriculum reached them
+    after 30 % of the steps (close-proximity scene: train PSNR 12-25 dB on its last ten frames);
+    from 10 % they get more of the fit (BENCHMARKS.md)."""
     points: int = 20000
     """Splats sampled from the carved hull."""
     grid: int = 64

@@ -176,6 +176,14 @@ class DeformField(nn.Module):
             out = out + path
         return means.new_zeros(means.shape).index_copy(0, idx, out)
 
+    def motion_rows(self, means: Tensor, t: float | Tensor, rows: Tensor) -> Tensor:
+        """dp^t ``[R, 3]`` of the Gaussians ``rows [R]`` (canonical positions ``means [R, 3]``, their
+        rows' own), dynamic or not: the MLP plus their polynomial paths."""
+        out = self.time_offset(means, t)
+        path = self.path_offset(t, rows)
+        out = out if path is None else out + path
+        return torch.where(self.dynamic[rows, None], out, torch.zeros_like(out))
+
     def view_offset(self, view: int) -> Tensor:
         """dp_i^v ``[P, 3]`` of view ``view`` (tracked + learned correction)."""
         return self.tracked_offsets[:, view] + self.view_correction[:, view]
