@@ -81,7 +81,9 @@ class MonocularConfig:
     (:attr:`recon.fit.deform.DeformConfig.time_curriculum`, 0.3 for multi-view grids): the first
     and last frames, far from the reference time, were fitted badly when the curriculum reached them
     after 30 % of the steps (close-proximity scene: train PSNR 12-25 dB on its last ten frames);
-    from 10 % they get more of the fit (BENCHMARKS.md)."""
+    from 10 % they get more of the fit: +2.0 dB on that scene, +3.4 on rapid motion, but -2.7 dB on
+    the collision scene, whose balls fly apart from a cluster and need the slow widening (32.87 dB at
+    0.3 with the rigidity term); the five-scene mean rose (BENCHMARKS.md)."""
     points: int = 20000
     """Splats sampled from the carved hull."""
     grid: int = 64
