@@ -166,9 +166,12 @@ def rigidity_term(field, splats, times: Tensor, unit: float, weight: float, gene
     smear (an object that moved during the reference window) that the MLP gathers differently at
     each time; with the quadratic, weight 0.01 already kept the test scene's moving ball a smear
     (BENCHMARKS.md). Local rotation costs ~ (angle x spacing)^2, so a rolling or bending object is
-    barely held back. The neighbours are
-    found among the current Gaussians (k-d tree, rebuilt every :data:`RIGIDITY_REBUILD` steps and
-    whenever density control changes the rows)."""
+    barely held back. The neighbours are found among the current Gaussians (k-d tree, rebuilt every
+    :data:`RIGIDITY_REBUILD` steps and whenever density control changes the rows).
+
+    ``times``: the grid's times (its range is sampled); ``unit``: the length unit (median splat
+    scale); ``anchors`` / ``neighbours``: the sample per step. Returns an engine
+    :class:`~recon.fit.engine.Term` active from step ``start``."""
     from recon.fit.engine import Term
 
     lo, span = float(times.min()), float(times.max() - times.min())
@@ -177,7 +180,7 @@ def rigidity_term(field, splats, times: Tensor, unit: float, weight: float, gene
 
     def graph(x: Tensor, dyn: Tensor, step: int) -> Tensor:
         """``[D, k]`` rows of each dynamic Gaussian's nearest dynamic neighbours (a k-d tree, rebuilt
-        when the rows change and every ``REBUILD`` steps as the positions move)."""
+        when the rows change and every :data:`RIGIDITY_REBUILD` steps as the positions move)."""
         key = (x.data_ptr(), x.shape[0], len(dyn))
         if cache.get("key") != key or step - cache.get("step", -10**9) >= RIGIDITY_REBUILD:
             from scipy.spatial import cKDTree
