@@ -170,18 +170,18 @@ class DeformField(nn.Module):
             path = self.path_offset(t) if self.trajectory.shape[0] == means.shape[0] else None
             return out if path is None else out + path
         idx = dyn.nonzero().squeeze(1)
-        out = self.time_offset(means[idx], t)
-        path = self.path_offset(t, idx)
-        if path is not None:
-            out = out + path
-        return means.new_zeros(means.shape).index_copy(0, idx, out)
+        return means.new_zeros(means.shape).index_copy(0, idx, self._moving(means[idx], t, idx))
+
+    def _moving(self, means: Tensor, t: float | Tensor, rows: Tensor) -> Tensor:
+        """The MLP plus the polynomial paths ``[R, 3]`` of rows ``rows [R]`` (positions ``means [R, 3]``)."""
+        out = self.time_offset(means, t)
+        path = self.path_offset(t, rows)
+        return out if path is None else out + path
 
     def motion_rows(self, means: Tensor, t: float | Tensor, rows: Tensor) -> Tensor:
         """dp^t ``[R, 3]`` of the Gaussians ``rows [R]`` (canonical positions ``means [R, 3]``, their
-        rows' own), dynamic or not: the MLP plus their polynomial paths."""
-        out = self.time_offset(means, t)
-        path = self.path_offset(t, rows)
-        out = out if path is None else out + path
+        rows' own) as :meth:`motion` gives it: zero on the static ones."""
+        out = self._moving(means, t, rows)
         return torch.where(self.dynamic[rows, None], out, torch.zeros_like(out))
 
     def view_offset(self, view: int) -> Tensor:
