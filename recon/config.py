@@ -113,6 +113,8 @@ LIMITS: dict[str, S.Spec] = {
     "deform.time_freqs": S.Int(min=0, max=16),
     "deform.mlp_width": S.Int(min=1, max=4096),
     "deform.mlp_depth": S.Int(min=1, max=64),
+    "deform.sh_degree": S.Int(min=0, max=3),
+    "monocular.sh_degree": S.Int(min=0, max=3),
     "deform.time_curriculum": FRACTION,
     "deform.monocular_warmup": S.Num(min=0.0, max=0.9),
     "deform.density.start": FRACTION,

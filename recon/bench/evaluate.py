@@ -47,12 +47,15 @@ def render_world(scene, j: int, K: np.ndarray, w2c: np.ndarray, size: tuple[int,
     sp = scene.splats
     dev = sp.means.device
     X = scene.positions_at(j, world=True)
-    ls, op, col = sp.log_scales, sp.opacity_logits, sp.rgb()
+    from recon.model.sh import camera_centres
+
+    vm = _torch(w2c, dev)
+    ls, op, col = sp.log_scales, sp.opacity_logits, sp.view_rgb(X, camera_centres(vm))  # (positions already in the world)
     if keep is not None:
-        X, ls, op, col = X[keep], ls[keep], op[keep], col[keep]
+        X, ls, op, col = X[keep], ls[keep], op[keep], col[..., keep, :]
     H, W = size
     bg = None if background is None else _torch(background, dev)
-    rgb, alpha, _, _ = rasterize(X, ls, op, col, _torch(w2c, dev), _torch(K, dev), W, H, background=bg)
+    rgb, alpha, _, _ = rasterize(X, ls, op, col, vm, _torch(K, dev), W, H, background=bg)
     return rgb.clamp(0, 1).cpu().numpy(), alpha[..., 0].cpu().numpy()
 
 
@@ -236,7 +239,8 @@ def consistency_metrics(case: Case, scene, background: np.ndarray | None) -> dic
         Xc = scene.splats.means + scene.field.motion(scene.splats.means, scene.times[j])  # dp^t as rendered (static rows: 0)
         sp = scene.splats
         bg = None if background is None else torch.as_tensor(background, dtype=torch.float32, device=Xc.device)
-        rgb, _, _, _ = rasterize(Xc, sp.log_scales, sp.opacity_logits, sp.rgb(), scene.poses[:, j].to(Xc.device),
+        vm = scene.poses[:, j].to(Xc.device)
+        rgb, _, _, _ = rasterize(Xc, sp.log_scales, sp.opacity_logits, scene.colours(Xc, vm), vm,
                                  scene.Ks[:, j].to(Xc.device), W, H, background=bg)
         rend[:, n] = np.clip(np.rint(rgb.clamp(0, 1).cpu().numpy() * 255), 0, 255).astype(np.uint8)
     rec = grid_consistency(rend, g.cameras.K[:, times], int(g.central_view))

@@ -98,6 +98,12 @@ class DeformConfig:
     lr_mlp_final: float = 1e-5
     lr_colors: float = 5e-3
     lr_opacity: float = 0.03
+    sh_degree: int = 0
+    """Bands of view-dependent colour per splat (real spherical harmonics, :mod:`recon.model.sh`;
+    0: one colour from every side). Monocular grids use :attr:`recon.fit.monocular.MonocularConfig.sh_degree`."""
+    lr_sh: float = 2.5e-4
+    """Learning rate of the spherical-harmonic coefficients (``lr_colors`` / 20, as 3DGS sets its
+    higher bands against the base colour); they learn after the warm-up."""
     lr_scales: float = 5e-3
     lr_view_correction: float = 1e-4
     """Learnable view-offset correction, in units of the scene radius."""
@@ -348,7 +354,7 @@ def scene_rows(scene: DeformableScene) -> Rows:
     """The per-Gaussian tensors of a scene that density control keeps row-aligned."""
     sp, f = scene.splats, scene.field
     return Rows({"means": (sp, "means"), "log_scales": (sp, "log_scales"), "opacity_logits": (sp, "opacity_logits"),
-                 "colors": (sp, "colors"), "view_correction": (f, "view_correction"),
+                 "colors": (sp, "colors"), "sh_rest": (sp, "sh_rest"), "view_correction": (f, "view_correction"),
                  "tracked_offsets": (f, "tracked_offsets"), "dynamic": (f, "dynamic"), "trajectory": (f, "trajectory")})
 
 
@@ -414,6 +420,8 @@ def fit_deform(
     if scene.appearance is not None:
         scene.appearance.to(device)
     sp, field = scene.splats, scene.field
+    if sp.sh_degree != config.sh_degree:
+        sp.set_sh_degree(config.sh_degree)
     radius = float(field.radius)
     unit = float(sp.log_scales.detach().exp().median())
     target = uint8_targets(grid, device)
@@ -438,6 +446,7 @@ def fit_deform(
         ParamGroup("means", ["means"], lambda s: exp_decay(config.lr_means * radius, config.lr_means_final * radius, s, total)),
         ParamGroup("colors", ["colors"], config.lr_colors),
         ParamGroup("opacity", ["opacity_logits"], config.lr_opacity),
+        ParamGroup("sh", ["sh_rest"], lambda s: 0.0 if s < warm else config.lr_sh),
         ParamGroup("scales", ["log_scales"], config.lr_scales),
         ParamGroup("mlp", list(field.mlp.parameters()),
                    lambda s: 0.0 if s < warm else exp_decay(config.lr_mlp, config.lr_mlp_final, s - warm, total - warm)),
@@ -526,7 +535,7 @@ def fit_deform(
                                   None if progress is None else lambda k, n, l: progress(total + k, total + n, l))
     trace += residual
     rep = {"loss_first": trace[0], "loss_last": trace[-1], "loss_trace_every_10": trace, "gaussians": sp.num,
-           "gaussians_start": n0, "dynamic_gaussians": int(field.dynamic.sum()), "trajectory_degree": field.trajectory_degree, "warmup_steps": warm, "steps": total,
+           "gaussians_start": n0, "dynamic_gaussians": int(field.dynamic.sum()), "trajectory_degree": field.trajectory_degree, "sh_degree": sp.sh_degree, "warmup_steps": warm, "steps": total,
            "view_residual_steps": residual_steps if residual else 0, "extent": extent, "silhouette_reg": silhouette,
            "foreground_reg": foreground,
            "background": None if scene.background is None else [round(float(c), 4) for c in scene.background]}
@@ -545,7 +554,7 @@ def _fit_view_residual(scene: DeformableScene, train_cells: list[tuple[int, int]
     if not field.learn_view_offsets or steps <= 0:
         return []
     batches = time_batches(train_cells, steps, config.cells_per_step, g)
-    shared = [sp.means, sp.colors, sp.opacity_logits, sp.log_scales, field.trajectory, *field.mlp.parameters()]
+    shared = [sp.means, sp.colors, sp.sh_rest, sp.opacity_logits, sp.log_scales, field.trajectory, *field.mlp.parameters()]
     if scene.appearance is not None:
         shared += [scene.appearance.log_gain, scene.appearance.bias]
     flags = [p.requires_grad for p in shared]

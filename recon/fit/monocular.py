@@ -84,6 +84,9 @@ class MonocularConfig:
     from 10 % they get more of the fit: +2.0 dB on that scene, +3.4 on rapid motion, but -2.7 dB on
     the collision scene, whose balls fly apart from a cluster and need the slow widening (32.87 dB at
     0.3 with the rigidity term); the five-scene mean rose (BENCHMARKS.md)."""
+    sh_degree: int = 0
+    """Bands of view-dependent colour on monocular grids (:attr:`recon.fit.deform.DeformConfig.sh_degree`).
+    Off: degree 2 lost ~1 dB on the close-proximity scene (200x200, two seeds each; BENCHMARKS.md)."""
     points: int = 20000
     """Splats sampled from the carved hull."""
     grid: int = 64

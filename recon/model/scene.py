@@ -109,14 +109,26 @@ class DeformableScene:
         H, W = self.size
         means = self.cell_means(cells, view_offsets)
         shared = means[0] if means.stride(0) == 0 else means  # [N, 3] when every cell has the same positions
+        viewmats = self.poses[idx_v, idx_t].to(dev)
         rgb, alpha, depth, meta = rasterize(shared, self.splats.log_scales, self.splats.opacity_logits,
-                                            self.splats.rgb(), self.poses[idx_v, idx_t].to(dev), self.Ks[idx_v, idx_t].to(dev), W, H,
+                                            self.colours(shared, viewmats), viewmats, self.Ks[idx_v, idx_t].to(dev), W, H,
                                             background=None if self.background is None else self.background.to(dev),
                                             backend=backend)
         meta["cell_means"] = means  # [C, N, 3], in the autograd graph (terms on the positions reuse it)
         if appearance and self.appearance is not None:
             rgb = self.appearance(rgb, idx_v)
         return rgb, alpha, depth, meta
+
+    def colours(self, means: Tensor, viewmats: Tensor) -> Tensor:
+        """The splats' colours for cameras ``viewmats [C, 4, 4]`` (canonical -> camera) with the
+        splats at ``means [N, 3]`` or ``[C, N, 3]``: ``[N, 3]`` without view-dependent colour, else
+        ``[C, N, 3]`` (spherical harmonics in the world frame of :attr:`to_world`, the frame the
+        exported ``.ply`` is in; :mod:`recon.model.sh`)."""
+        from recon.model.sh import camera_centres
+
+        if self.splats.sh_degree == 0:
+            return self.splats.rgb()
+        return self.splats.view_rgb(means, camera_centres(viewmats), self.to_world[:3, :3].to(means.device))
 
     def means_at_time(self, time: float, view: int | None = None) -> Tensor:
         """Positions ``[N, 3]`` (canonical coordinates) at a continuous ``time`` (the grid's time
@@ -134,8 +146,9 @@ class DeformableScene:
         dev = self.splats.means.device
         H, W = int(size[0]), int(size[1])
         m = self.means_at_time(time, view) if means is None else means
-        rgb, _, _, _ = rasterize(m, self.splats.log_scales, self.splats.opacity_logits, self.splats.rgb(),
-                                 w2c.float().reshape(1, 4, 4).to(dev), K.float().reshape(1, 3, 3).to(dev), W, H,
+        vm = w2c.float().reshape(1, 4, 4).to(dev)
+        rgb, _, _, _ = rasterize(m, self.splats.log_scales, self.splats.opacity_logits, self.colours(m, vm),
+                                 vm, K.float().reshape(1, 3, 3).to(dev), W, H,
                                  background=None if self.background is None else self.background.to(dev), backend=backend)
         if view is not None and self.appearance is not None:
             rgb = self.appearance(rgb, torch.tensor([view]))
@@ -213,7 +226,7 @@ class DeformableScene:
 
 SCENE_TENSORS: dict[str, tuple] = {
     "splats.means": ("N", 3), "splats.colors": ("N", 3), "splats.log_scales": ("N",), "splats.opacity_logits": ("N",),
-    "field.center": (3,), "field.radius": (), "field.time_range": (2,), "field.tracked_offsets": ("N", "V", 3),
+    "splats.sh_rest?": ("N", "S", 3), "field.center": (3,), "field.radius": (), "field.time_range": (2,), "field.tracked_offsets": ("N", "V", 3),
     "field.view_correction": ("N", "V", 3), "field.dynamic?": ("N",), "field.trajectory?": ("N", "K", 3), "poses": ("V", "T", 4, 4), "Ks": ("V", "T", 3, 3),
     "times": ("T",), "to_world": (4, 4), "background?": (3,), "appearance.log_gain?": ("V", 3),
     "appearance.bias?": ("V", 3), "appearance.trained?": ("V",),

@@ -3,7 +3,9 @@
 Each Gaussian has a centre ``means [N, 3]`` (canonical coordinates: the central view's camera
 frame at ``ref_time``, OpenCV), one natural-log standard deviation ``log_scales [N]``, a peak
 opacity logit ``opacity_logits [N]`` and a colour ``colors [N, 3]`` in [0, 1] (stored raw and
-clamped when rendered, so a colour fitted outside the range does not get stuck).
+clamped when rendered, so a colour fitted outside the range does not get stuck), plus optional
+view-dependent terms ``sh_rest [N, K, 3]`` (real spherical harmonics of degree 1-3 beyond that
+base colour, :mod:`recon.model.sh`; ``K = 0``: none, the colour is the same from every side).
 Isotropy is deliberate (4Real-Video, supplementary section 3): without an orientation the splats
 cannot smear along a training ray, which reduces artefacts from unseen viewpoints.
 """
@@ -17,12 +19,16 @@ from torch import Tensor, nn
 from recon.errors import InputError
 
 PARAM_NAMES = ("means", "log_scales", "opacity_logits", "colors")
+OPTIONAL_PARAMS = ("sh_rest",)
+"""Parameters a checkpoint may lack (older ones; splats without view-dependent colour)."""
 
 
 class Splats(nn.Module):
-    """Learnable isotropic Gaussians. Shapes: means [N, 3], log_scales [N], opacity_logits [N], colors [N, 3]."""
+    """Learnable isotropic Gaussians. Shapes: means [N, 3], log_scales [N], opacity_logits [N], colors [N, 3],
+    sh_rest [N, K, 3] (K = 0, 3, 8 or 15; None: 0)."""
 
-    def __init__(self, means: Tensor, log_scales: Tensor, opacity_logits: Tensor, colors: Tensor):
+    def __init__(self, means: Tensor, log_scales: Tensor, opacity_logits: Tensor, colors: Tensor,
+                 sh_rest: Tensor | None = None):
         super().__init__()
         N = means.shape[0]
         if means.shape != (N, 3) or log_scales.shape != (N,) or opacity_logits.shape != (N,) or colors.shape != (N, 3):
@@ -34,6 +40,14 @@ class Splats(nn.Module):
         self.log_scales = nn.Parameter(log_scales.detach().float().clone())
         self.opacity_logits = nn.Parameter(opacity_logits.detach().float().clone())
         self.colors = nn.Parameter(colors.detach().float().clone())
+        if sh_rest is None:
+            sh_rest = torch.zeros(N, 0, 3, device=means.device)
+        if sh_rest.dim() != 3 or sh_rest.shape[0] != N or sh_rest.shape[2] != 3:
+            raise ValueError(f"inconsistent splat shapes: sh_rest {list(sh_rest.shape)} for {N} splats (expected [N, K, 3])")
+        from recon.model.sh import degree_of
+
+        degree_of(sh_rest.shape[1])
+        self.sh_rest = nn.Parameter(sh_rest.detach().float().clone())
 
     @property
     def num(self) -> int:
@@ -43,19 +57,51 @@ class Splats(nn.Module):
         """Colours clamped to [0, 1], ``[N, 3]``."""
         return self.colors.clamp(0.0, 1.0)
 
+    @property
+    def sh_degree(self) -> int:
+        """Degree of the view-dependent colour (0: none)."""
+        from recon.model.sh import degree_of
+
+        return degree_of(self.sh_rest.shape[1])
+
+    def set_sh_degree(self, degree: int) -> None:
+        """Give the splats ``degree`` bands of view-dependent colour (new coefficients zero: the
+        colours render unchanged); a lower degree drops the higher bands. Call before building an optimiser."""
+        from recon.model.sh import num_coefficients
+
+        K, old = num_coefficients(degree), self.sh_rest.detach()
+        new = torch.zeros(self.num, K, 3, device=old.device)
+        k = min(K, old.shape[1])
+        new[:, :k] = old[:, :k]
+        self.sh_rest = nn.Parameter(new)
+
+    def view_rgb(self, means: Tensor, centres: Tensor, rotation: Tensor | None = None) -> Tensor:
+        """Colours ``[C, N, 3]`` seen from camera centres ``centres [C, 3]`` (positions ``means [N, 3]``
+        or ``[C, N, 3]``; see :func:`recon.model.sh.view_colours`), or ``[N, 3]`` (:meth:`rgb`)
+        without view-dependent terms."""
+        from recon.model.sh import view_colours
+
+        if self.sh_rest.shape[1] == 0:
+            return self.rgb()
+        return view_colours(self.colors, self.sh_rest, means, centres, rotation)
+
     def opacities(self) -> Tensor:
         """Peak opacities in (0, 1), ``[N]``."""
         return torch.sigmoid(self.opacity_logits)
 
     def tensors(self) -> dict[str, Tensor]:
-        """Detached CPU copies of the parameters, keyed by :data:`PARAM_NAMES` (for checkpoints)."""
-        return {k: getattr(self, k).detach().cpu().contiguous() for k in PARAM_NAMES}
+        """Detached CPU copies of the parameters, keyed by :data:`PARAM_NAMES` (for checkpoints;
+        plus ``sh_rest`` when the splats have view-dependent colour)."""
+        out = {k: getattr(self, k).detach().cpu().contiguous() for k in PARAM_NAMES}
+        if self.sh_rest.shape[1]:
+            out["sh_rest"] = self.sh_rest.detach().cpu().contiguous()
+        return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, Tensor], prefix: str = "", source: str = "checkpoint") -> "Splats":
         """Inverse of :meth:`tensors` (keys optionally prefixed)."""
         try:
-            return cls(*(t[prefix + k] for k in PARAM_NAMES))
+            return cls(*(t[prefix + k] for k in PARAM_NAMES), t.get(prefix + "sh_rest"))
         except KeyError as e:
             raise InputError(f"missing tensor {e.args[0]!r}", source, "splats") from None
         except ValueError as e:
@@ -63,7 +109,7 @@ class Splats(nn.Module):
 
     def select(self, keep: Tensor) -> "Splats":
         """A new :class:`Splats` with only the Gaussians where ``keep [N]`` (bool) is True."""
-        return Splats(*(getattr(self, k).detach()[keep] for k in PARAM_NAMES))
+        return Splats(*(getattr(self, k).detach()[keep] for k in PARAM_NAMES + OPTIONAL_PARAMS))
 
 
 def neighbour_log_scales(points: np.ndarray, k: int = 3, factor: float = 1.0, min_scale: float = 1e-4) -> np.ndarray:
