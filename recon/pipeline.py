@@ -276,9 +276,7 @@ def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tup
         dc = dataclasses.replace(config.deform, learn_view_offsets=False, appearance=False, static_background=False,
                                  time_smooth_reg=0.0, density=dataclasses.replace(config.deform.density, reset_every=0),
                                  mlp_activation=config.monocular.mlp_activation, rigidity_reg=config.monocular.rigidity_reg,
-                                 time_curriculum=config.monocular.time_curriculum, sh_degree=config.monocular.sh_degree,
-                                 time_curriculum_max=config.monocular.time_curriculum_max,
-                                 curriculum_ratio=config.monocular.curriculum_ratio)
+                                 time_curriculum=config.monocular.time_curriculum, sh_degree=config.monocular.sh_degree)
         scene = scene_from_canonical(grid, canonical, dc, False, [0])
         progress.stage_start("deform", config.deform.iterations or None)
         rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
@@ -288,10 +286,7 @@ def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tup
         rep["monocular"] = ("one view per time: no view offsets dp_i^v (tracked or learned), no per-camera colour "
                             "response, no time-smoothness term, no opacity resets; static warm-up on the reference "
                             f"window's frames; rigidity term {dc.rigidity_reg:g} (robust scale {dc.rigidity_robust:g}), "
-                            f"temporal curriculum {dc.time_curriculum:g}"
-                            + (f" to {dc.time_curriculum_max:g} (loss-driven, ratio {dc.curriculum_ratio:g})"
-                               if dc.time_curriculum_max > dc.time_curriculum else "")
-                            + f", view-dependent colour of degree {dc.sh_degree}")
+                            f"temporal curriculum {dc.time_curriculum:g}, view-dependent colour of degree {dc.sh_degree}")
         return scene.tensors(), {**scene.meta(), "report": rep}
 
     stage("deform", 4, do_deform)

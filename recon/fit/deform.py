@@ -70,7 +70,7 @@ from recon.fit.canonical import Canonical
 from recon.fit.density import DensityConfig, DensityControl
 from recon.fit.engine import FitEngine, ParamGroup, Rows
 from recon.fit.losses import coverage_term, photometric_term, rigidity_term, silhouette_term, time_smooth_term, view_offset_term
-from recon.fit.schedule import CurriculumBatches, exp_decay, time_batches
+from recon.fit.schedule import exp_decay, time_batches
 from recon.grid import FrameGrid
 from recon.model.appearance import CameraAppearance
 from recon.model.deform import DeformField
@@ -145,14 +145,6 @@ class DeformConfig:
     """Temporal curriculum (:func:`recon.fit.schedule.time_batches`): over this fraction of the
     steps after the warm-up, the times drawn widen from the reference time to the whole range (0: off;
     measured in BENCHMARKS.md: sharper moving players on Panoptic, +0.07 dB on the synthetic bench)."""
-    time_curriculum_max: float = 0.0
-    """A loss-driven curriculum (:class:`recon.fit.schedule.CurriculumBatches`) when larger than
-    ``time_curriculum``: each side of the reference time widens no faster than the
-    ``time_curriculum`` schedule and no slower than this one, advancing when its outermost admitted
-    frame's loss is at most ``curriculum_ratio`` x the median of the admitted frames' (0: the fixed
-    schedule of ``time_curriculum``)."""
-    curriculum_ratio: float = 1.5
-    """See ``time_curriculum_max``."""
     appearance: bool = True
     """Fit a per-camera colour gain and bias (:mod:`recon.model.appearance`) on the training views."""
     lr_appearance: float = 1e-3
@@ -447,13 +439,8 @@ def fit_deform(
         warm = min(config.warmup, iterations) if ref_cells else 0
     batches = time_batches(ref_cells, warm, config.cells_per_step, g) if warm else []
     ramp = int(config.time_curriculum * (iterations - warm))
-    slow = int(config.time_curriculum_max * (iterations - warm))
-    if ramp > 0 and slow > ramp:
-        batches = CurriculumBatches(train_cells, iterations - warm, config.cells_per_step, g, grid.ref_time, ramp,
-                                    slow, config.curriculum_ratio, prefix=batches)
-    else:
-        batches += time_batches(train_cells, iterations - warm, config.cells_per_step, g,
-                                (grid.ref_time, ramp) if ramp > 0 else None)
+    batches += time_batches(train_cells, iterations - warm, config.cells_per_step, g,
+                            (grid.ref_time, ramp) if ramp > 0 else None)
     total = len(batches)
     groups = [
         ParamGroup("means", ["means"], lambda s: exp_decay(config.lr_means * radius, config.lr_means_final * radius, s, total)),
@@ -554,8 +541,6 @@ def fit_deform(
            "background": None if scene.background is None else [round(float(c), 4) for c in scene.background]}
     if density is not None:
         rep["density"] = density.report()
-    if isinstance(batches, CurriculumBatches):
-        rep["curriculum"] = batches.report()
     if scene.appearance is not None:
         rep["appearance"] = scene.appearance.describe()
     return rep

@@ -164,8 +164,7 @@ class FitEngine:
     def run(self, batches: list[Batch], render: Callable[[Batch], tuple[Tensor, dict[str, Any]]],
             target: Callable[[Batch], Tensor], terms: list[Term],
             progress: Callable[[int, int, float], None] | None = None, trace_every: int = 10) -> dict[str, Any]:
-        """Run one step per batch (``batches``: a list, or a sequence with ``len`` whose ``observe(step,
-        batch, loss)`` is told each step's first term's value); returns ``{"trace": [...every trace_every steps...], "terms": {name: last}}``."""
+        """Run one step per batch; returns ``{"trace": [...every trace_every steps...], "terms": {name: last}}``."""
         trace: list[float] = []
         last: dict[str, float] = {}
         total_steps = len(batches)
@@ -197,8 +196,6 @@ class FitEngine:
             if self.density is not None:
                 self.density.after_step(self, step, total_steps)
             main = first if first is not None else float(loss.detach())
-            if hasattr(batches, "observe"):  # a loss-driven batch sequence (recon.fit.schedule.CurriculumBatches)
-                batches.observe(step, batch, main)
             if step % trace_every == 0 or step == total_steps - 1:
                 trace.append(main)
             if progress is not None:

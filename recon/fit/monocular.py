@@ -84,11 +84,6 @@ class MonocularConfig:
     from 10 % they get more of the fit: +2.0 dB on that scene, +3.4 on rapid motion, but -2.7 dB on
     the collision scene, whose balls fly apart from a cluster and need the slow widening (32.87 dB at
     0.3 with the rigidity term); the five-scene mean rose (BENCHMARKS.md)."""
-    time_curriculum_max: float = 0.0
-    """The slowest schedule of a loss-driven curriculum on monocular grids
-    (:attr:`recon.fit.deform.DeformConfig.time_curriculum_max`; 0: the fixed ``time_curriculum``)."""
-    curriculum_ratio: float = 1.5
-    """:attr:`recon.fit.deform.DeformConfig.curriculum_ratio` on monocular grids."""
     sh_degree: int = 0
     """Bands of view-dependent colour on monocular grids (:attr:`recon.fit.deform.DeformConfig.sh_degree`).
     Off: degree 2 lost ~1 dB on the close-proximity scene (200x200, two seeds each; BENCHMARKS.md)."""
