@@ -43,7 +43,7 @@ from recon.config import ReconstructConfig, resolve_threads
 from recon.errors import InputError
 from recon.fit.canonical import Canonical, build_canonical
 from recon.fit.deform import fit_deform, scene_from_canonical
-from recon.fit.monocular import init_monocular, is_monocular, reference_window
+from recon.fit.monocular import init_monocular, is_monocular, life_windows
 from recon.fit.prune import prune_floaters
 from recon.grid import FrameGrid
 from recon.io.atomic import write_json
@@ -276,16 +276,20 @@ def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tup
         dc = dataclasses.replace(config.deform, learn_view_offsets=False, appearance=False, static_background=False,
                                  time_smooth_reg=0.0, density=dataclasses.replace(config.deform.density, reset_every=0),
                                  mlp_activation=config.monocular.mlp_activation, rigidity_reg=config.monocular.rigidity_reg,
-                                 time_curriculum=config.monocular.time_curriculum, sh_degree=config.monocular.sh_degree)
+                                 time_curriculum=config.monocular.curriculum(), sh_degree=config.monocular.sh_degree)
         scene = scene_from_canonical(grid, canonical, dc, False, [0])
         progress.stage_start("deform", config.deform.iterations or None)
         rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
                          lambda d, n, loss: progress.stage_advance("deform", d, n, loss), held_cells=held,
                          background=config.monocular,
-                         monocular=reference_window(grid, train, config.monocular.window))
+                         monocular=sorted({c for w in life_windows(grid, train, config.monocular) for c in w}))
         rep["monocular"] = ("one view per time: no view offsets dp_i^v (tracked or learned), no per-camera colour "
-                            "response, no time-smoothness term, no opacity resets; static warm-up on the reference "
-                            f"window's frames; rigidity term {dc.rigidity_reg:g} (robust scale {dc.rigidity_robust:g}), "
+                            "response, no time-smoothness term, no opacity resets; "
+                            + (f"splats carved in {config.monocular.windows} windows, each living around its window's "
+                               f"time (lifespan {config.monocular.life_width:g} x the window spacing), static warm-up on "
+                               "every window's frames; " if config.monocular.windows > 1 else
+                               "static warm-up on the reference window's frames; ")
+                            + f"rigidity term {dc.rigidity_reg:g} (robust scale {dc.rigidity_robust:g}), "
                             f"temporal curriculum {dc.time_curriculum:g}, view-dependent colour of degree {dc.sh_degree}")
         return scene.tensors(), {**scene.meta(), "report": rep}
 

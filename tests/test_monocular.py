@@ -123,7 +123,7 @@ def test_carved_splats_project_onto_the_silhouettes(moving: Path) -> None:
 
     grid, proto = load_protocol(moving, LoadOptions(), "test")
     train = [(0, j) for j in range(grid.num_times) if j not in proto["times"]]
-    cfg = MonocularConfig(points=2000, grid=32)
+    cfg = MonocularConfig(points=2000, grid=32, windows=1)  # the reference window's hull (several: tests/test_lifespan.py)
     can, rep = init_monocular(grid, train, cfg)
     assert rep["cameras"] == 6 and can.splats.num == 2000 and can.view_offsets.abs().max() == 0
     window = reference_window(grid, train, cfg.window)

@@ -87,12 +87,18 @@ class Canonical:
     visible: Tensor  # [P, V] bool
     seed_view: Tensor  # [P] int64
     pose_source: str  # "cameras" or "tracks"
+    lifespan: Tensor | None = None
+    """``[P, 2]`` float32 or None: each point's life in grid time units (centre, standard
+    deviation), for points initialised at several times (:mod:`recon.fit.monocular`); None: every
+    point lives at every time."""
 
     def tensors(self) -> dict[str, Tensor]:
         """Flat dict of CPU tensors for a safetensors checkpoint."""
         out = {f"splats.{k}": v for k, v in self.splats.tensors().items()}
         out.update(view_offsets=self.view_offsets, poses=self.poses, frame_points=self.frame_points,
                    visible=self.visible.to(torch.uint8), seed_view=self.seed_view)
+        if self.lifespan is not None:
+            out["lifespan"] = self.lifespan
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
     @classmethod
@@ -105,12 +111,14 @@ class Canonical:
             visible=t["visible"].bool(),
             seed_view=t["seed_view"],
             pose_source=pose_source,
+            lifespan=t.get("lifespan"),
         )
 
     def select(self, keep: Tensor) -> "Canonical":
         """Keep the points where ``keep [P]`` is True."""
         return Canonical(self.splats.select(keep), self.view_offsets[keep], self.poses, self.frame_points[keep],
-                         self.visible[keep], self.seed_view[keep], self.pose_source)
+                         self.visible[keep], self.seed_view[keep], self.pose_source,
+                         None if self.lifespan is None else self.lifespan[keep])
 
 
 def cell_poses(grid: FrameGrid, tracks: Tracks | None = None) -> tuple[np.ndarray, str]:

@@ -105,6 +105,11 @@ class DeformConfig:
     """Learning rate of the spherical-harmonic coefficients (``lr_colors`` / 20, as 3DGS sets its
     higher bands against the base colour); they learn after the warm-up."""
     lr_scales: float = 5e-3
+    lr_lifespan: float = 0.0
+    """Adam step of the Gaussians' lifespans (centre and log-width in normalised time; only for
+    splats initialised at several times, :attr:`recon.fit.monocular.MonocularConfig.windows`).
+    0: frozen. Learned (1e-3) they widened until two windows' copies of an object showed at once
+    (ghosts; close-proximity scene 28.30 dB at 200x200 against 31.94 frozen, BENCHMARKS.md)."""
     lr_view_correction: float = 1e-4
     """Learnable view-offset correction, in units of the scene radius."""
     learn_view_offsets: bool = True
@@ -231,7 +236,15 @@ def scene_from_canonical(grid: FrameGrid, canonical: Canonical, config: DeformCo
                   if v in grid.meta.get("mask_views", range(grid.num_views))]
     field = DeformField(offsets, center, radius, (float(t.float().min()), float(t.float().max())), config.pos_freqs, config.time_freqs,
                         config.mlp_width, config.mlp_depth, learn_view_offsets=config.learn_view_offsets and view_offsets,
-                        activation=config.mlp_activation, trajectory_degree=config.trajectory_degree if voters else 0)
+                        activation=config.mlp_activation, trajectory_degree=config.trajectory_degree if voters else 0,
+                        lifespan=canonical.lifespan is not None)
+    if canonical.lifespan is not None:  # grid time units -> the field's normalised time
+        life = canonical.lifespan.detach().double()
+        span = float(t.max() - t.min())
+        scale = 2.0 / span if span > 0 else 1.0
+        with torch.no_grad():
+            field.lifespan.copy_(torch.stack([field.norm_time(life[:, 0].float()),
+                                              torch.log((life[:, 1] * scale).clamp_min(1e-6)).float()], 1))
     if voters:
         field.dynamic = dynamic_from_masks(grid, canonical, voters)
     c2w = grid.canonical_to_world()
@@ -355,7 +368,8 @@ def scene_rows(scene: DeformableScene) -> Rows:
     sp, f = scene.splats, scene.field
     return Rows({"means": (sp, "means"), "log_scales": (sp, "log_scales"), "opacity_logits": (sp, "opacity_logits"),
                  "colors": (sp, "colors"), "sh_rest": (sp, "sh_rest"), "view_correction": (f, "view_correction"),
-                 "tracked_offsets": (f, "tracked_offsets"), "dynamic": (f, "dynamic"), "trajectory": (f, "trajectory")})
+                 "tracked_offsets": (f, "tracked_offsets"), "dynamic": (f, "dynamic"), "trajectory": (f, "trajectory"),
+                 "lifespan": (f, "lifespan")})
 
 
 def _renderer(scene: DeformableScene, backend: str) -> Callable[[list[tuple[int, int]]], tuple[Tensor, dict[str, Any]]]:
@@ -456,6 +470,8 @@ def fit_deform(
     if field.trajectory_degree > 0:  # coefficients in units of the radius (see DeformField.path_offset)
         groups.append(ParamGroup("trajectory", ["trajectory"], lambda s: 0.0 if s < warm else exp_decay(
             config.lr_trajectory, config.lr_trajectory_final, s - warm, total - warm)))
+    if field.has_lifespan:
+        groups.append(ParamGroup("lifespan", ["lifespan"], config.lr_lifespan))
     if scene.appearance is not None:
         groups.append(ParamGroup("appearance", [scene.appearance.log_gain, scene.appearance.bias],
                                  lambda s: 0.0 if s < warm else config.lr_appearance))
@@ -554,7 +570,8 @@ def _fit_view_residual(scene: DeformableScene, train_cells: list[tuple[int, int]
     if not field.learn_view_offsets or steps <= 0:
         return []
     batches = time_batches(train_cells, steps, config.cells_per_step, g)
-    shared = [sp.means, sp.colors, sp.sh_rest, sp.opacity_logits, sp.log_scales, field.trajectory, *field.mlp.parameters()]
+    shared = [sp.means, sp.colors, sp.sh_rest, sp.opacity_logits, sp.log_scales, field.trajectory, field.lifespan,
+              *field.mlp.parameters()]
     if scene.appearance is not None:
         shared += [scene.appearance.log_gain, scene.appearance.bias]
     flags = [p.requires_grad for p in shared]

@@ -197,6 +197,8 @@ def write_ply(scene: DeformableScene, folder: Path, fps: float | None, source: s
     return write_ply_sequence(
         folder, frames, sp.log_scales.detach().cpu(), sp.opacity_logits.detach().cpu(), sp.rgb().detach().cpu(),
         sh_rest=sp.sh_rest.detach().cpu() if sp.sh_degree else None,  # (in the world frame the positions are in)
+        frame_opacity_logits=[scene.field.opacity_logits_at(sp.opacity_logits, scene.times[j]).detach().cpu()
+                              for j in range(scene.num_times)] if scene.field.has_lifespan else None,
         times=scene.source_times.numpy() if times is None else np.asarray(times, np.float64), fps=fps, source=source,
         time_unit=time_unit, world=world_frame(scene, meta), render=render_convention(),
         fps_source=fps_source or "outputs.fps of the run's config (a playback default, not the capture's rate)",

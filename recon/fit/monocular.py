@@ -76,19 +76,32 @@ class MonocularConfig:
     """Weight of the deform stage's rigidity term on monocular grids
     (:attr:`recon.fit.deform.DeformConfig.rigidity_reg`): the test frames of a D-NeRF capture lie in
     gaps of the training times, where only this term shapes the motion (BENCHMARKS.md)."""
-    time_curriculum: float = 0.1
+    time_curriculum: float | None = None
     """The deform stage's temporal curriculum on monocular grids
-    (:attr:`recon.fit.deform.DeformConfig.time_curriculum`, 0.3 for multi-view grids): the first
-    and last frames, far from the reference time, were fitted badly when the curriculum reached them
-    after 30 % of the steps (close-proximity scene: train PSNR 12-25 dB on its last ten frames);
-    from 10 % they get more of the fit: +2.0 dB on that scene, +3.4 on rapid motion, but -2.7 dB on
-    the collision scene, whose balls fly apart from a cluster and need the slow widening (32.87 dB at
-    0.3 with the rigidity term); the five-scene mean rose (BENCHMARKS.md)."""
+    (:attr:`recon.fit.deform.DeformConfig.time_curriculum`, 0.3 for multi-view grids); None: 0 with
+    several :attr:`windows` (every window's splats start where their objects are, so no frame waits
+    for the fit to widen to it), 0.1 with one. With one window the first and last frames, far from
+    the reference time, were fitted badly when the curriculum reached them after 30 % of the steps
+    (close-proximity scene: train PSNR 12-25 dB on its last ten frames); from 10 % they got more of
+    the fit: +2.0 dB on that scene, +3.4 on rapid motion, but -2.7 dB on the collision scene, whose
+    balls fly apart from a cluster and needed the slow widening (BENCHMARKS.md)."""
     sh_degree: int = 0
     """Bands of view-dependent colour on monocular grids (:attr:`recon.fit.deform.DeformConfig.sh_degree`).
     Off: degree 2 lost ~1 dB on the close-proximity scene (200x200, two seeds each; BENCHMARKS.md)."""
+    windows: int = 9
+    """Windows carved (1: the reference window only). More: ``windows`` runs of ``window`` training
+    frames spread evenly over the sequence (:func:`life_windows`), each carved where its objects are
+    at its own time, and every window's splats given a lifespan around its mean time
+    (:attr:`recon.model.deform.DeformField.lifespan`): an object far from where it is at the
+    reference time is there from the start, instead of having to be carried there by the MLP.
+    The static warm-up then fits every window's frames."""
+    life_width: float = 1.0
+    """Standard deviation of a window's lifespan, x the spacing of the window centres (the lifespans
+    are not learned by default, :attr:`recon.fit.deform.DeformConfig.lr_lifespan`). 0.6 and learned:
+    ghosts of the objects where two windows' splats overlap (close-proximity scene 28.30 dB at
+    200x200, against 31.94 with 1.0 frozen; BENCHMARKS.md)."""
     points: int = 20000
-    """Splats sampled from the carved hull."""
+    """Splats sampled from the carved hull (with several windows: in all, split evenly)."""
     grid: int = 64
     """Lattice cells per axis of each carving pass."""
     box: float = 0.6
@@ -105,6 +118,12 @@ class MonocularConfig:
     init_opacity: float = 0.3
     scale_factor: float = 0.5
     """Initial standard deviation = factor x mean distance to the 3 nearest sampled neighbours."""
+
+    def curriculum(self) -> float:
+        """The temporal curriculum the deform stage uses (:attr:`time_curriculum`, its None resolved)."""
+        if self.time_curriculum is not None:
+            return float(self.time_curriculum)
+        return 0.0 if self.windows > 1 else 0.1
 
 
 def is_monocular(grid: FrameGrid, views: list[int] | None = None) -> bool:
@@ -174,6 +193,25 @@ def reference_window(grid: FrameGrid, cells: list[tuple[int, int]], n: int) -> l
     return sorted(near, key=lambda c: c[1])
 
 
+def life_windows(grid: FrameGrid, cells: list[tuple[int, int]], config: MonocularConfig) -> list[list[tuple[int, int]]]:
+    """The windows whose silhouettes are carved: ``[reference_window(...)]`` for ``config.windows``
+    <= 1; else ``windows`` runs of ``config.window`` consecutive training frames (all of them for
+    ``window`` 0: then ``windows`` equal runs), centred at evenly spaced quantiles of the training
+    times and clipped to the sequence, each in time order."""
+    k = int(config.windows)
+    if k <= 1:
+        return [reference_window(grid, cells, config.window)]
+    order = sorted(cells, key=lambda c: (float(grid.times[c[1]]), c[1]))
+    n = len(order)
+    size = min(n, config.window if config.window > 0 else -(-n // k))
+    out = []
+    for q in range(k):
+        mid = int(round((q + 0.5) * n / k - 0.5))
+        lo = min(max(0, mid - size // 2), n - size)
+        out.append(order[lo:lo + size])
+    return out
+
+
 def distinct_cameras(grid: FrameGrid, cells: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
     """``cells`` grouped by camera (identical w2c and K to 1e-6), in order of first appearance."""
     keys: list[np.ndarray] = []
@@ -230,18 +268,10 @@ def _lattice(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
     return g, (hi - lo) / n
 
 
-def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: MonocularConfig,
-                   seed: int = 0) -> tuple[Canonical, dict[str, Any]]:
-    """Canonical splats for a monocular grid from its ``train_cells`` (module docstring); returns
-    the :class:`Canonical` (zero view offsets, poses from the cameras) and a report."""
-    if grid.cameras.w2c is None:
-        raise InputError("a monocular grid (one view per time) needs camera poses: nothing can be tracked between views",
-                         grid.source, "w2c")
-    if not train_cells:
-        raise InputError("no training frames", grid.source, "holdout")
-    rng = np.random.default_rng(seed)
-    bg = background_colour(grid)
-    window = reference_window(grid, train_cells, config.window)
+def _carve_cells(grid: FrameGrid, window: list[tuple[int, int]], config: MonocularConfig, rng: np.random.Generator,
+                 points: int, bg: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Space carving of the silhouettes of ``window`` (module docstring, steps 1-4): up to
+    ``points`` world points ``[n, 3]``, their colours ``[n, 3]`` in [0, 1], and what the carving did."""
     groups = distinct_cameras(grid, window)
     cams = []
     colour_sum = []
@@ -271,7 +301,7 @@ def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: 
                              "that the background is uniform)", grid.source, "w2c")
         K_ = X[keep]
         lo, hi = K_.min(0) - cell, K_.max(0) + cell
-    n = min(config.points, max(1, len(K_) * 8))
+    n = min(points, max(1, len(K_) * 8))
     pick = rng.integers(0, len(K_), n)
     Xw = K_[pick] + (rng.random((n, 3)) - 0.5) * cell
     # colours: mean over the cameras that see the point of their occupied-sample mean colour
@@ -288,20 +318,51 @@ def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: 
         csum[ok] += mean[v[ok], u[ok]]
         cnt[ok] += 1
     colours = np.where(cnt[:, None] > 0, csum / np.maximum(cnt, 1)[:, None], 0.5)
+    info = {"window_frames": len(window), "window_times": [float(grid.times[window[0][1]]), float(grid.times[window[-1][1]])],
+            "cameras": len(groups), "carved_cells": passes, "box_half_size": half, "gaussians": n}
+    return Xw, colours, info
+
+
+def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: MonocularConfig,
+                   seed: int = 0) -> tuple[Canonical, dict[str, Any]]:
+    """Canonical splats for a monocular grid from its ``train_cells`` (module docstring); returns
+    the :class:`Canonical` (zero view offsets, poses from the cameras) and a report."""
+    if grid.cameras.w2c is None:
+        raise InputError("a monocular grid (one view per time) needs camera poses: nothing can be tracked between views",
+                         grid.source, "w2c")
+    if not train_cells:
+        raise InputError("no training frames", grid.source, "holdout")
+    rng = np.random.default_rng(seed)
+    bg = background_colour(grid)
+    windows = life_windows(grid, train_cells, config)
+    parts = [_carve_cells(grid, w, config, rng, max(1, config.points // len(windows)), bg) for w in windows]
+    Xw = np.concatenate([p[0] for p in parts])
+    colours = np.concatenate([p[1] for p in parts])
+    n = len(Xw)
+    life = None
+    if len(windows) > 1:  # each window's splats live around its mean time (recon.model.deform.DeformField.lifespan)
+        centres = np.array([np.mean([float(grid.times[j]) for _, j in w]) for w in windows])
+        gap = float(np.median(np.diff(np.sort(centres)))) if len(centres) > 1 else 1.0
+        life = np.concatenate([np.stack([np.full(len(p[0]), c), np.full(len(p[0]), config.life_width * gap)], 1)
+                               for p, c in zip(parts, centres)])
     # world -> canonical (the central camera's frame at the reference time)
     A0 = grid.cameras.w2c[int(grid.central_view), grid.ref_time]
     canon = Xw @ A0[:3, :3].T + A0[:3, 3]
     poses, source = cell_poses(grid)
     V = grid.num_views
-    splats = Splats(torch.from_numpy(canon).float(),
-                    torch.from_numpy(neighbour_log_scales(canon, 3, config.scale_factor)).float(),
+    bounds = np.cumsum([0] + [len(p[0]) for p in parts])  # scales from each window's own spacing
+    scales = np.concatenate([neighbour_log_scales(canon[a:b], 3, config.scale_factor) for a, b in zip(bounds[:-1], bounds[1:])])
+    splats = Splats(torch.from_numpy(canon).float(), torch.from_numpy(scales).float(),
                     torch.full((n,), logit(config.init_opacity)), torch.from_numpy(colours).float().clamp(0, 1))
     can = Canonical(splats=splats, view_offsets=torch.zeros(n, V, 3), poses=torch.from_numpy(poses).float(),
                     frame_points=torch.zeros(n, V, 3), visible=torch.ones(n, V, dtype=torch.bool),
-                    seed_view=torch.zeros(n, dtype=torch.long), pose_source=source)
-    report = {"init": "space carving of the reference window's silhouettes", "window_frames": len(window),
-              "window_times": [float(grid.times[window[0][1]]), float(grid.times[window[-1][1]])], "cameras": len(groups),
-              "background": None if bg is None else [float(x) for x in bg], "carved_cells": passes,
-              "box_half_size": half, "gaussians": n}
+                    seed_view=torch.zeros(n, dtype=torch.long), pose_source=source,
+                    lifespan=None if life is None else torch.from_numpy(life).float())
+    info = parts[0][2]
+    report = {"init": "space carving of the reference window's silhouettes" if life is None else
+                      f"space carving of {len(windows)} windows' silhouettes, each window's splats living around its time",
+              **({k: info[k] for k in ("window_frames", "window_times", "cameras", "carved_cells", "box_half_size")}
+                 if life is None else {"windows": [p[2] for p in parts], "life_width": config.life_width}),
+              "background": None if bg is None else [float(x) for x in bg], "gaussians": n}
     return can, report
 

@@ -37,6 +37,9 @@ class PlySequence:
     fps: float | None
     manifest: dict[str, Any]
     paths: list[Path]
+    opacity_logits: np.ndarray | None = None
+    """``[T, N]`` float32 per-frame opacity logits when the sequence's opacities vary over time
+    (manifest ``per_frame_attributes`` holds ``opacity``: splats with lifespans), else None (frame 0's, shared)."""
 
     @property
     def num_frames(self) -> int:
@@ -63,6 +66,7 @@ def write_ply_sequence(
     world: dict[str, Any] | None = None,
     fps_source: str | None = None,
     render: dict[str, Any] | None = None,
+    frame_opacity_logits: Sequence[Any] | np.ndarray | None = None,
 ) -> Path:
     """Write ``folder/ply/frame_0000.ply ...`` and ``folder/ply/sequence.json``; returns ``folder/ply``.
 
@@ -84,6 +88,9 @@ def write_ply_sequence(
         fps_source: Where ``fps`` comes from (the capture, or a playback default).
         render: How the splats were rendered when they were fitted (low-pass, compensation), so a
             viewer can match.
+        frame_opacity_logits: ``[T, N]`` per-frame opacity logits (splats that live for part of
+            the sequence); they replace ``opacity_logits`` in each frame's file, and the manifest's
+            ``per_frame_attributes`` says so.
 
     Manifest ``sequence.json``: ``format`` ("recon-ply-sequence"), ``version``, ``count`` (T),
     ``num_gaussians`` (N), ``frames`` (file names), ``times``, ``time_unit``, ``fps``,
@@ -135,11 +142,21 @@ def write_ply_sequence(
         "recon_version": __version__,
         "meta": meta or {},
     }
+    per_frame = None
+    if frame_opacity_logits is not None:
+        per_frame = [_as_f32(o, f"frame_opacity_logits[{t}]", (n,)) for t, o in enumerate(frame_opacity_logits)]
+        if len(per_frame) != T:
+            raise ValueError(f"frame_opacity_logits: expected {T} frames, got {len(per_frame)}")
+        manifest["shared_attributes"] = "all but x y z and opacity are identical in every frame"
+        manifest["per_frame_attributes"] = ["opacity"]
+    op_col = names.index("opacity")
     header = _ply_header(names, n)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         for t, f in enumerate(frames):
             table[:, 0:3] = _as_f32(f, f"frames[{t}]", (n, 3))
+            if per_frame is not None:
+                table[:, op_col] = per_frame[t]
             with open(tmp / frame_name(t), "wb") as fh:
                 fh.write(header)
                 fh.write(table.tobytes())
@@ -192,15 +209,29 @@ def read_ply_sequence(folder: str | os.PathLike) -> PlySequence:
     n = g0.num_gaussians
     if "num_gaussians" in man and man["num_gaussians"] != n:
         raise InputError(f"manifest says {man['num_gaussians']} Gaussians, {paths[0].name} has {n}", src, "num_gaussians")
+    varying = man.get("per_frame_attributes", [])
+    if not isinstance(varying, list) or not set(varying) <= {"opacity"}:
+        raise InputError(f"expected a list of per-frame attributes (only 'opacity' is known), got {varying!r}", src,
+                         "per_frame_attributes")
     means = np.empty((len(paths), n, 3), np.float32)
     means[0] = g0.means
+    opac = None
+    if "opacity" in varying:
+        opac = np.empty((len(paths), n), np.float32)
+        opac[0] = g0.opacity_logits
     for t, p in enumerate(paths[1:], start=1):
         g = read_gaussians_ply(p)
         if g.num_gaussians != n:
             raise InputError(f"{g.num_gaussians} Gaussians, frame 0 has {n} (every frame must hold the same Gaussians)", p, "vertex")
         for attr in ("log_scales", "opacity_logits", "sh_dc", "sh_rest", "rotations"):
+            if attr == "opacity_logits" and opac is not None:
+                continue
             a, b = getattr(g, attr), getattr(g0, attr)
             if a.shape != b.shape or not np.array_equal(a, b):
-                raise InputError("differs from frame 0 (a recon sequence shares all attributes but positions)", p, attr)
+                raise InputError("differs from frame 0 (a recon sequence shares all attributes but positions"
+                                 + (" and opacity)" if opac is not None else ")"), p, attr)
         means[t] = g.means
-    return PlySequence(means=means, gaussians=g0, times=times, fps=None if fps is None else float(fps), manifest=man, paths=paths)
+        if opac is not None:
+            opac[t] = g.opacity_logits
+    return PlySequence(means=means, gaussians=g0, times=times, fps=None if fps is None else float(fps), manifest=man, paths=paths,
+                       opacity_logits=opac)

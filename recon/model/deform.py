@@ -61,6 +61,13 @@ class DeformField(nn.Module):
             a diameter per frame): its few Gaussians' gradients are drowned in the MLP's shared
             weights, while per-Gaussian coefficients get Adam steps of their own (see
             :mod:`recon.fit.deform`).
+        lifespan: give every Gaussian a life in time, ``lifespan [P, 2]``: a centre ``c`` (normalised
+            time, as ``tau``) and a log-width ``w``; its opacity at ``tau`` is the peak opacity times
+            ``exp(-((tau - c) / e^w)^2 / 2)`` (:meth:`life`). For splats initialised at several
+            times (a monocular capture's objects carved where they are in each of several windows,
+            :mod:`recon.fit.monocular`): each lives around its own time, so the MLP only has to
+            carry it to the neighbouring windows, not across the whole sequence. Off (``[P, 0]``):
+            every Gaussian lives at every time.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class DeformField(nn.Module):
         learn_view_offsets: bool = True,
         activation: str = "relu",
         trajectory_degree: int = 0,
+        lifespan: bool = False,
     ):
         super().__init__()
         P, V, _ = tracked_offsets.shape
@@ -92,6 +100,8 @@ class DeformField(nn.Module):
         K = max(0, int(trajectory_degree))
         self.trajectory = nn.Parameter(torch.zeros(P, K, 3), requires_grad=K > 0)
         """[P, K, 3] per-Gaussian Legendre coefficients of dp^t, in units of ``radius`` (K = 0: none)."""
+        self.lifespan = nn.Parameter(torch.zeros(P, 2 if lifespan else 0), requires_grad=bool(lifespan))
+        """[P, 2] centre (normalised time) and log-width of each Gaussian's life (see :meth:`life`); [P, 0]: none."""
         d_in = 3 * (1 + 2 * self.pos_freqs) + (1 + 2 * self.time_freqs)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
@@ -145,6 +155,29 @@ class DeformField(nn.Module):
     @property
     def trajectory_degree(self) -> int:
         return int(self.trajectory.shape[1])
+
+    @property
+    def has_lifespan(self) -> bool:
+        return int(self.lifespan.shape[1]) > 0
+
+    def life(self, t: float | Tensor) -> Tensor | None:
+        """``[P]`` in (0, 1]: each Gaussian's opacity factor at grid time ``t``,
+        ``exp(-((tau - c) / e^w)^2 / 2)`` (``lifespan = [c, w]``), or None without lifespans."""
+        if not self.has_lifespan:
+            return None
+        tau = self.norm_time(t).reshape(())
+        d = (tau - self.lifespan[:, 0]) * torch.exp(-self.lifespan[:, 1])
+        return torch.exp(-0.5 * d * d)
+
+    def opacity_logits_at(self, opacity_logits: Tensor, t: float | Tensor) -> Tensor:
+        """Logits ``[P]`` of the opacities at grid time ``t``: ``opacity_logits [P]`` (the peak) with
+        each Gaussian's :meth:`life` factor applied; unchanged without lifespans."""
+        if not self.has_lifespan or self.lifespan.shape[0] != opacity_logits.shape[0]:
+            return opacity_logits
+        tau = self.norm_time(t).reshape(())
+        d = (tau - self.lifespan[:, 0]) * torch.exp(-self.lifespan[:, 1])
+        logp = (torch.nn.functional.logsigmoid(opacity_logits) - 0.5 * d * d).clamp_min(-40.0)
+        return logp - torch.log1p(-torch.exp(logp).clamp_max(1.0 - 1e-6))
 
     def path_offset(self, t: float | Tensor, rows: Tensor | None = None) -> Tensor | None:
         """The per-Gaussian polynomial part of dp^t ``[P or R, 3]`` at grid time ``t`` (of ``rows``
@@ -202,3 +235,4 @@ class DeformField(nn.Module):
         self.dynamic = self.dynamic[keep].contiguous()
         self.view_correction = nn.Parameter(self.view_correction.detach()[keep].contiguous(), requires_grad=self.learn_view_offsets)
         self.trajectory = nn.Parameter(self.trajectory.detach()[keep].contiguous(), requires_grad=self.trajectory.requires_grad)
+        self.lifespan = nn.Parameter(self.lifespan.detach()[keep].contiguous(), requires_grad=self.lifespan.requires_grad)

@@ -104,13 +104,18 @@ class DeformableScene:
         ``rgb`` has each camera's colour response applied when ``appearance`` (and the scene has one);
         ``meta["cell_means"]`` holds the rendered positions ``[C, N, 3]`` (see :meth:`cell_means`)."""
         dev = self.splats.means.device
+        if self.field.has_lifespan and len({j for _, j in cells}) > 1:  # opacities differ per time: one render per cell
+            parts = [self.render([c], backend, view_offsets, appearance) for c in cells]
+            return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]),
+                    {"cell_means": torch.cat([p[3]["cell_means"] for p in parts])})
         idx_v = torch.tensor([i for i, _ in cells])
         idx_t = torch.tensor([j for _, j in cells])
         H, W = self.size
         means = self.cell_means(cells, view_offsets)
         shared = means[0] if means.stride(0) == 0 else means  # [N, 3] when every cell has the same positions
         viewmats = self.poses[idx_v, idx_t].to(dev)
-        rgb, alpha, depth, meta = rasterize(shared, self.splats.log_scales, self.splats.opacity_logits,
+        opacity = self.field.opacity_logits_at(self.splats.opacity_logits, self.times[cells[0][1]])
+        rgb, alpha, depth, meta = rasterize(shared, self.splats.log_scales, opacity,
                                             self.colours(shared, viewmats), viewmats, self.Ks[idx_v, idx_t].to(dev), W, H,
                                             background=None if self.background is None else self.background.to(dev),
                                             backend=backend)
@@ -147,7 +152,8 @@ class DeformableScene:
         H, W = int(size[0]), int(size[1])
         m = self.means_at_time(time, view) if means is None else means
         vm = w2c.float().reshape(1, 4, 4).to(dev)
-        rgb, _, _, _ = rasterize(m, self.splats.log_scales, self.splats.opacity_logits, self.colours(m, vm),
+        opacity = self.field.opacity_logits_at(self.splats.opacity_logits, float(time))
+        rgb, _, _, _ = rasterize(m, self.splats.log_scales, opacity, self.colours(m, vm),
                                  vm, K.float().reshape(1, 3, 3).to(dev), W, H,
                                  background=None if self.background is None else self.background.to(dev), backend=backend)
         if view is not None and self.appearance is not None:
@@ -209,7 +215,9 @@ class DeformableScene:
             field = DeformField(fs["tracked_offsets"], fs["center"], float(fs["radius"]), tuple(fs["time_range"].tolist()),
                                 fc["pos_freqs"], fc["time_freqs"], fc["width"], fc["depth"], fc["learn_view_offsets"],
                                 fc["activation"] or "relu",
-                                int(fs["trajectory"].shape[1]) if "trajectory" in fs else 0)
+                                int(fs["trajectory"].shape[1]) if "trajectory" in fs else 0,
+                                "lifespan" in fs and int(fs["lifespan"].shape[1]) > 0)
+            fs.setdefault("lifespan", field.lifespan.detach())  # checkpoints before lifespans
             fs.setdefault("trajectory", field.trajectory.detach())  # checkpoints before the per-Gaussian paths
             fs.setdefault("dynamic", torch.ones(splats.num, dtype=torch.bool))  # checkpoints before the static/dynamic split
             field.load_state_dict(fs)
@@ -227,7 +235,7 @@ class DeformableScene:
 SCENE_TENSORS: dict[str, tuple] = {
     "splats.means": ("N", 3), "splats.colors": ("N", 3), "splats.log_scales": ("N",), "splats.opacity_logits": ("N",),
     "splats.sh_rest?": ("N", "S", 3), "field.center": (3,), "field.radius": (), "field.time_range": (2,), "field.tracked_offsets": ("N", "V", 3),
-    "field.view_correction": ("N", "V", 3), "field.dynamic?": ("N",), "field.trajectory?": ("N", "K", 3), "poses": ("V", "T", 4, 4), "Ks": ("V", "T", 3, 3),
+    "field.view_correction": ("N", "V", 3), "field.dynamic?": ("N",), "field.trajectory?": ("N", "K", 3), "field.lifespan?": ("N", "L"), "poses": ("V", "T", 4, 4), "Ks": ("V", "T", 3, 3),
     "times": ("T",), "to_world": (4, 4), "background?": (3,), "appearance.log_gain?": ("V", 3),
     "appearance.bias?": ("V", 3), "appearance.trained?": ("V",),
 }
