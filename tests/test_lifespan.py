@@ -138,3 +138,26 @@ def test_windows_carve_the_moving_ball_where_it_is_at_each_windows_time(moving: 
     red = (col[:, 0] > 0.5) & (col[:, 2] < 0.5)
     xs = [float(world[red & (can.lifespan[:, 0] == c), 0].mean()) for c in can.lifespan[:, 0].unique().sort().values]
     assert xs[0] < -0.3 and xs[-1] > 0.3 and xs[0] < xs[1] < xs[2], xs
+
+
+def test_a_window_whose_carving_is_empty_is_carved_again_with_a_lower_vote_or_dropped(monkeypatch) -> None:
+    import recon.fit.monocular as M
+    from recon.errors import InputError
+
+    tried: list[tuple[int, float]] = []
+
+    def fake(grid, window, config, rng, points, bg):  # window 0 carves at vote 0.6, window 2 never
+        tried.append((window[0][1], config.vote))
+        if window[0][1] == 2 or (window[0][1] == 0 and config.vote > 0.6):
+            raise InputError("space carving left no point", "x", "w2c")
+        return np.zeros((points, 3)), np.zeros((points, 3)), {"window_frames": window}
+
+    monkeypatch.setattr(M, "_carve_cells", fake)
+    grid = type("G", (), {"times": np.arange(3.0), "source": "x"})()
+    windows = [[(0, 0)], [(0, 1)], [(0, 2)]]
+    parts, kept, dropped = M._carve_windows(grid, windows, M.MonocularConfig(points=30), np.random.default_rng(0), None)
+    assert kept == windows[:2] and [p[2]["vote"] for p in parts] == [0.6, 0.9]
+    assert dropped == [{"window_times": [2.0, 2.0]}] and len(parts[0][0]) == 10
+    assert [v for j, v in tried if j == 2] == [0.9, 0.75, 0.6, 0.5]
+    with pytest.raises(InputError, match="in any window"):
+        M._carve_windows(grid, [[(0, 2)]] * 2, M.MonocularConfig(), np.random.default_rng(0), None)

@@ -5,13 +5,25 @@ that share a time, so the seed's tracking of the freeze-time frames, its tracked
 and its pruning in the freeze-time frames cannot run: the pipeline skips them (and says so in
 ``run.json``) and starts the deformation fit from the splats built here.
 
-Initialisation by space carving of the silhouettes of the *reference window*: the ``window``
-training frames nearest the reference time (a D-NeRF scene cycles through its 12 camera poses in
-12 consecutive frames, so the window sees the scene from all around at nearly one time). The
-hull of the whole sequence would be a smear of every object's trajectory, which a static
-warm-up can only fit as transparent fog that then fades; the window's hull is the scene near
-the reference time, which the deform stage warms up on (static, the same window) and then
-follows outward in time with its temporal curriculum.
+Initialisation by space carving of silhouettes, window by window. A *window* is ``window``
+consecutive training frames (a D-NeRF scene cycles through its 12 camera poses in 12 consecutive
+frames, so a window sees the scene from all around at nearly one time). The hull of the whole
+sequence would be a smear of every object's trajectory, which a static warm-up can only fit as
+transparent fog that then fades; a window's hull is the scene near that window's time.
+
+With ``windows`` 1 the *reference window* (the frames nearest the reference time) is carved and
+the deform stage warms up on it and follows the scene outward in time with its temporal
+curriculum: an object that is far from where it is at the reference time (a ball thrown off a
+cube) must be carried there by the MLP, and on the deformation scene nothing carried it (no
+ball at the start and end of the sequence). With ``windows`` > 1 (the default, 9) windows spread
+evenly over the sequence are carved, ``points / windows`` splats each, and every window's splats
+get a *lifespan* around the window's mean time (:attr:`recon.model.deform.DeformField.lifespan`,
+a Gaussian in time of standard deviation ``life_width`` x the window spacing, not learned by
+default): each object is present where it is at every window's time from the start, and the
+MLP only has to carry it to the neighbouring windows. The warm-up then fits every window's
+frames, and there is no curriculum (:attr:`MonocularConfig.time_curriculum`).
+
+For each window:
 
 1. The window's cells are grouped into distinct cameras (same pose and intrinsics, to 1e-6).
 2. Per camera, a pixel is *occupied* when, at any of that camera's times, it differs from the
@@ -32,10 +44,10 @@ Positions are in the canonical frame of :mod:`recon.fit.canonical` (the central 
 at ``ref_time``).
 
 The deform stage then runs as for multi-view grids (:mod:`recon.fit.deform`: density control,
-temporal MLP, temporal curriculum from the reference time) with what one view per time changes,
+temporal MLP) with what one view per time changes,
 each measured on the MuJoCo D-NeRF scenes (BENCHMARKS.md): one image per step,
 :data:`recon.fit.deform.MONOCULAR_RENDERS_PER_IMAGE` renders per image; a static warm-up on the
-reference window; no view offsets and no per-camera colour response (one camera); no
+carved windows; no view offsets and no per-camera colour response (one camera); no
 time-smoothness term (it held the MLP back on fast motion and the splats faded instead of
 following); no opacity resets (with one image per step the scene was pruned away before it
 recovered); and, on a uniform background, the silhouette and coverage terms
@@ -43,12 +55,13 @@ recovered); and, on a uniform background, the silhouette and coverage terms
 the splats on each image's occupied pixels and give the MLP a long-range pull towards where an
 object has moved; a rigidity term (:func:`recon.fit.losses.rigidity_term`) at random times of
 the whole range, which holds neighbouring splats together in the gaps between training times
-(where a D-NeRF capture's test frames lie); and a shorter temporal curriculum (10 % of the steps,
-not 30 %), so the frames far from the reference time get more of the fit.
+(where a D-NeRF capture's test frames lie); and with one window a shorter temporal curriculum
+(10 % of the steps, not 30 %), so the frames far from the reference time get more of the fit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,6 +336,39 @@ def _carve_cells(grid: FrameGrid, window: list[tuple[int, int]], config: Monocul
     return Xw, colours, info
 
 
+FALLBACK_VOTES = (0.75, 0.6, 0.5)
+"""Votes a window is carved again with when :attr:`MonocularConfig.vote` leaves no point (several
+windows only): in a window where objects move fast (the collision scene's balls converge in its
+first 12 frames) the cameras' silhouettes, taken at different times, share little."""
+
+
+def _carve_windows(grid: FrameGrid, windows: list[list[tuple[int, int]]], config: MonocularConfig,
+                   rng: np.random.Generator, bg: np.ndarray | None) -> tuple[list, list, list[dict[str, Any]]]:
+    """Carve each of several windows (``points / len(windows)`` splats each): a window whose carving
+    leaves no point is carved again with the lower votes of :data:`FALLBACK_VOTES`, and dropped
+    (said in the report) when none leaves a point; its times are then covered by the neighbouring
+    windows' lifespans. Raises :class:`InputError` when every window is empty.
+    Returns the parts (points, colours, report; each report with the ``vote`` used), the windows
+    kept, and the dropped windows' ``{"window_times": [first, last]}``."""
+    per = max(1, config.points // len(windows))
+    parts, kept, dropped = [], [], []
+    for w in windows:
+        for vote in (config.vote, *[v for v in FALLBACK_VOTES if v < config.vote]):
+            try:
+                X, c, info = _carve_cells(grid, w, dataclasses.replace(config, vote=vote), rng, per, bg)
+            except InputError:
+                continue
+            parts.append((X, c, {**info, "vote": vote}))
+            kept.append(w)
+            break
+        else:
+            dropped.append({"window_times": [float(grid.times[w[0][1]]), float(grid.times[w[-1][1]])]})
+    if not parts:
+        raise InputError("space carving left no point in any window: the cameras share no occupied region (check the "
+                         "poses and that the background is uniform)", grid.source, "w2c")
+    return parts, kept, dropped
+
+
 def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: MonocularConfig,
                    seed: int = 0) -> tuple[Canonical, dict[str, Any]]:
     """Canonical splats for a monocular grid from its ``train_cells`` (module docstring); returns
@@ -335,7 +381,10 @@ def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: 
     rng = np.random.default_rng(seed)
     bg = background_colour(grid)
     windows = life_windows(grid, train_cells, config)
-    parts = [_carve_cells(grid, w, config, rng, max(1, config.points // len(windows)), bg) for w in windows]
+    if len(windows) == 1:
+        parts = [_carve_cells(grid, windows[0], config, rng, config.points, bg)]
+    else:
+        parts, windows, dropped = _carve_windows(grid, windows, config, rng, bg)
     Xw = np.concatenate([p[0] for p in parts])
     colours = np.concatenate([p[1] for p in parts])
     n = len(Xw)
@@ -362,7 +411,8 @@ def init_monocular(grid: FrameGrid, train_cells: list[tuple[int, int]], config: 
     report = {"init": "space carving of the reference window's silhouettes" if life is None else
                       f"space carving of {len(windows)} windows' silhouettes, each window's splats living around its time",
               **({k: info[k] for k in ("window_frames", "window_times", "cameras", "carved_cells", "box_half_size")}
-                 if life is None else {"windows": [p[2] for p in parts], "life_width": config.life_width}),
+                 if life is None else {"windows": [p[2] for p in parts], "life_width": config.life_width,
+                                       "windows_dropped": dropped}),
               "background": None if bg is None else [float(x) for x in bg], "gaussians": n}
     return can, report
 
