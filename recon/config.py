@@ -273,7 +273,8 @@ def parse_value(key: str, text: str) -> Any:
             return [int(x) for x in text.replace(" ", "").split(",") if x]
         except ValueError:
             return text
-    if hint in (int, float):
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint in (int, float) or (type(None) in typing.get_args(hint) and len(inner) == 1 and inner[0] in (int, float)):
         try:
             return json.loads(text)
         except ValueError:

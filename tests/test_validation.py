@@ -214,6 +214,8 @@ def _other_value(key, hint, default):
     """A valid value different from ``default`` for config field ``key``, as command-line text."""
     spec = field_spec(key, hint)
     spec = getattr(spec, "spec", spec)  # Optional -> inner
+    if default is None and isinstance(spec, (S.Int, S.Num)):  # an optional number left unset (None)
+        default = 0
     if isinstance(spec, S.Bool):
         return str(not default).lower(), (not default)
     if isinstance(spec, S.Str):
