@@ -51,13 +51,47 @@ def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting cost 4-5x on a busy 2-core machine (our kernel and
     # torch both use OpenMP); yielding waits are never much slower. Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("RECON_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    restore = _watch_interrupts()
+    try:
+        return _main(argv, debug)
+    finally:
+        restore()
+
+
+def _watch_interrupts() -> Callable[[], None]:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets :data:`recon.run.INTERRUPT` (so a
+    swallowed one still stops the run at the end of its stage); returns what restores the former
+    handler. Main thread only (elsewhere a no-op)."""
+    import signal
+    import threading
+
+    from recon.run import INTERRUPT
+
+    INTERRUPT.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        INTERRUPT.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, previous)
+    return restore
+
+
+def _main(argv: list[str], debug: bool) -> int:
     import tyro
 
     from recon.errors import InputError, describe_os_error
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv or os.environ.get("RECON_DEBUG", "") not in ("", "0")
-    argv = [a for a in argv if a != "--debug"]
     try:
         from recon.config import set_cli_overrides, split_config_flags
 

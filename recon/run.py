@@ -14,6 +14,7 @@ so; one that raised says ``failed`` with the error. A checkpointed stage continu
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,12 @@ from recon.io.checkpoint import read_checkpoint, write_checkpoint
 from recon.model.scene import SCENE_TENSORS
 
 STAGES = ("tracks", "canonical", "prune", "deform", "outputs")
+INTERRUPT = threading.Event()
+"""Set by the command line's Ctrl-C handler (:func:`recon.cli.main`). A KeyboardInterrupt raised where
+Python swallows exceptions (a finalizer, a callback) would otherwise let the run finish with status
+0 (seen once in tests/test_interrupt.py); :meth:`StageRunner._execute` checks the event when a
+stage's body returns and stops there instead."""
+
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
 RUN_SCHEMA = S.Obj({
     "format": S.Str((RUN_FORMAT,)),
@@ -161,6 +168,9 @@ class StageRunner:
         except BaseException as e:
             self.run.set(name, status="failed", error=str(e)[:500])
             raise
+        if INTERRUPT.is_set():  # a Ctrl-C whose KeyboardInterrupt was swallowed inside the stage
+            self.run.set(name, status="interrupted")
+            raise KeyboardInterrupt
         seconds = time.perf_counter() - t0
         self.run.set(name, status="done", seconds=round(seconds, 3), report=report)
         self.reports[name] = report
