@@ -161,3 +161,63 @@ def test_a_window_whose_carving_is_empty_is_carved_again_with_a_lower_vote_or_dr
     assert [v for j, v in tried if j == 2] == [0.9, 0.75, 0.6, 0.5]
     with pytest.raises(InputError, match="in any window"):
         M._carve_windows(grid, [[(0, 2)]] * 2, M.MonocularConfig(), np.random.default_rng(0), None)
+
+
+def test_a_render_leaves_out_the_splats_not_alive_then_and_changes_no_pixel_or_gradient() -> None:
+    """``DeformableScene.alive_rows``: splats whose life factor is below LIFE_MIN (1/255) are left out
+    of a time's render (their MLP and projection skipped). The rasterizer culls them anyway, so the
+    image, the gradients of the alive splats and density control's statistics are the same as a
+    render of all of them; the left-out splats get none of the photometric gradient."""
+    from recon.fit.density import DensityConfig, DensityControl
+
+    torch.manual_seed(0)
+    P = 300
+    means = torch.randn(P, 3) * 0.4 + torch.tensor([0.0, 0.0, 3.0])
+    sp = Splats(means, torch.full((P,), math.log(0.08)), torch.randn(P), torch.rand(P, 3))
+    f = DeformField(torch.zeros(P, 1, 3), torch.tensor([0.0, 0.0, 3.0]), 1.0, (0.0, 8.0), lifespan=True,
+                    activation="leaky_relu")
+    for m in f.mlp:
+        if hasattr(m, "weight"):
+            torch.nn.init.normal_(m.weight, std=0.05)
+    with torch.no_grad():  # three groups living around tau -1, 0, 1, narrow: at tau -1 the third is dead
+        c = torch.tensor([-1.0, 0.0, 1.0])[torch.arange(P) % 3]
+        f.lifespan.copy_(torch.stack([c, torch.full((P,), math.log(0.3))], 1))
+    K = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]])
+    T = 9
+    scene = DeformableScene(sp, f, torch.eye(4).expand(1, T, 4, 4).clone(), K.expand(1, T, 3, 3).clone(),
+                            torch.arange(T).float(), (32, 32), background=torch.ones(3))
+    rows = scene.alive_rows(0)  # time 0 = tau -1
+    assert rows is not None and 0 < len(rows) < P
+    life = f.life(0.0).detach()
+    assert bool((life[rows] >= 1.0 / 255).all()) and int((life >= 1.0 / 255).sum()) == len(rows)
+
+    def step(cull: bool):
+        for p in (sp.means, sp.colors, sp.opacity_logits, sp.log_scales, *f.mlp.parameters()):
+            p.grad = None
+        if not cull:
+            scene.alive_rows = lambda j: None  # the full render, for reference
+        rgb, alpha, _, meta = scene.render([(0, 0)], backend="torch")
+        scene.__dict__.pop("alive_rows", None)
+        meta["means2d"].retain_grad()
+        ((rgb - 0.3) ** 2).sum().backward()
+        dc = DensityControl(DensityConfig(), 1.0, (32, 32), torch.Generator())
+        dc.observe(type("Ctx", (), {"meta": meta})())
+        return (rgb.detach(), sp.means.grad.clone(), sp.opacity_logits.grad.clone(),
+                [p.grad.clone() for p in f.mlp.parameters()], dc.grad.clone(), dc.count.clone(), dc.radius.clone(), meta)
+
+    full, cut = step(False), step(True)
+    assert "rows" not in full[-1] and torch.equal(cut[-1]["rows"], rows) and cut[-1]["cell_means"].shape[1] == len(rows)
+    assert torch.allclose(full[0], cut[0], atol=1e-6)
+    for a, b in zip(full[1:3], cut[1:3]):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(full[3], cut[3]):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    for a, b in zip(full[4:7], cut[4:7]):  # density statistics scattered back to all P rows
+        assert a.shape == (P,) and torch.allclose(a, b, atol=1e-6)
+    dead = torch.ones(P, dtype=torch.bool)
+    dead[rows] = False
+    assert float(cut[1][dead].abs().max()) == 0.0 and float(full[1][dead].abs().max()) == 0.0
+    # every splat alive (time 4 = tau 0 with wide lives): the plain render
+    with torch.no_grad():
+        f.lifespan[:, 1] = math.log(5.0)
+    assert scene.alive_rows(4) is None

@@ -10,6 +10,11 @@ Example::
 
     python tools/bench_fit_step.py runs/sample/checkpoints/deform.safetensors --threads 2
     python tools/bench_fit_step.py runs/sample/checkpoints/deform.safetensors --threads 2 --split
+    python tools/bench_fit_step.py RUN/checkpoints/deform.safetensors --cells 1 --no-cull --concat-time
+
+``--no-cull`` renders every splat at every time (a scene with lifespans otherwise leaves out the ones
+not alive then, ``DeformableScene.alive_rows``); ``--concat-time`` evaluates the temporal MLP on
+``[PE(x), PE(t)]`` per point, as before its time columns became a shared bias (the same function).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--no-cull", action="store_true", help="render the splats not alive at a time too")
+    ap.add_argument("--concat-time", action="store_true", help="the MLP on [PE(x), PE(t)] per point (the former way)")
     args = ap.parse_args()
 
     from recon import _C  # type: ignore[attr-defined]  # the compiled kernels (set_kernel_threads); after torch
@@ -41,6 +48,19 @@ def main() -> None:
     _C.set_kernel_threads(args.threads if args.split else 0)
     scene = DeformableScene.load(args.scene)
     sp = scene.splats
+    if args.no_cull:
+        scene.alive_rows = lambda j: None
+    if args.concat_time:
+        from recon.model.deform import positional_encoding
+
+        f = scene.field
+
+        def concat_time_offset(means: torch.Tensor, t) -> torch.Tensor:
+            x = (means - f.center) / f.radius
+            tt = f.norm_time(t).reshape(1, 1).expand(means.shape[0], 1)
+            return f.mlp(torch.cat([positional_encoding(x, f.pos_freqs), positional_encoding(tt, f.time_freqs)], -1)) * f.radius
+
+        f.time_offset = concat_time_offset
     params = [sp.means, sp.colors, sp.opacity_logits, sp.log_scales, *scene.field.mlp.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -63,6 +83,8 @@ def main() -> None:
         step()
     times = [step() for _ in range(args.steps)]
     mode = f"torch 1 / kernels {args.threads} threads" if args.split else f"{args.threads} threads"
+    mode += ", no cull" if args.no_cull else ""
+    mode += ", time concatenated" if args.concat_time else ""
     print(f"{args.scene}: N={sp.num}, {args.cells} cells of {scene.size[0]}x{scene.size[1]}, {mode}: "
           f"median {1000 * statistics.median(times):.1f} ms per step (min {1000 * min(times):.1f}, {args.steps} steps)")
 

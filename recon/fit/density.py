@@ -125,16 +125,23 @@ class DensityControl:
         m2d = ctx.meta.get("means2d")
         if not self.c.enabled or m2d is None or m2d.grad is None:
             return
-        g = m2d.grad  # [C, N, 2] pixels
-        C, N = g.shape[0], g.shape[1]
+        g = m2d.grad  # [C, N, 2] pixels; [C, R, 2] when the render left splats out (meta["rows"] [R])
+        rows = ctx.meta.get("rows")
+        C = g.shape[0]
+        N = g.shape[1] if rows is None else int(ctx.meta["num_splats"])
         self._stats(N, g.device)
         scale = torch.tensor([self.W / 2.0 * C, self.H / 2.0 * C], device=g.device, dtype=g.dtype)
-        norm = (g * scale).norm(dim=-1)  # [C, N]
+        norm = (g * scale).norm(dim=-1)  # [C, N or R]
         vis = ctx.meta["radii"] > 0
-        self.grad += (norm * vis).sum(0)
-        self.count += vis.sum(0).to(self.count.dtype)
         r = ctx.meta["radii"].to(self.radius.dtype).amax(0) / max(self.H, self.W)
-        torch.maximum(self.radius, r, out=self.radius)
+        if rows is None:
+            self.grad += (norm * vis).sum(0)
+            self.count += vis.sum(0).to(self.count.dtype)
+            torch.maximum(self.radius, r, out=self.radius)
+        else:
+            self.grad.index_add_(0, rows, (norm * vis).sum(0))
+            self.count.index_add_(0, rows, vis.sum(0).to(self.count.dtype))
+            self.radius[rows] = torch.maximum(self.radius[rows], r)
 
     def _window(self, total: int) -> tuple[int, int]:
         return int(self.c.start * total), int(self.c.stop * total)

@@ -225,7 +225,8 @@ def silhouette_term(scene, distance: Tensor, weight: float, start: int = 0, subs
     (bilinear) divided by the image width; only positions get its gradient (the centres are
     projected here in torch from the cell's deformed positions, so density control's view-space
     statistics are not affected; the render's ``meta["cell_means"]`` is reused when the context has
-    it). ``subset() -> bool [N]``, when given, picks the Gaussians the
+    it; when that render left out the splats not alive at its time, :meth:`DeformableScene.alive_rows`,
+    the term applies to the alive ones). ``subset() -> bool [N]``, when given, picks the Gaussians the
     term applies to (evaluated every step: density control changes the rows)."""
     from recon.fit.engine import Term
 
@@ -238,7 +239,10 @@ def silhouette_term(scene, distance: Tensor, weight: float, start: int = 0, subs
         rendered = getattr(ctx, "meta", None) or {}
         # the render's positions (the temporal MLP runs once per step); a bare context computes them
         means = rendered["cell_means"] if "cell_means" in rendered else scene.cell_means(ctx.batch, view_offsets=True)
-        if rows is not None:
+        if "cell_means" in rendered and "rows" in rendered:  # the render left the splats not alive then out
+            if rows is not None:
+                means = means[:, rows.to(means.device)[rendered["rows"]]]
+        elif rows is not None:
             means = means[:, rows.to(means.device)]  # [C, R, 3]
         dev = means.device
         iv = torch.tensor([i for i, _ in ctx.batch])

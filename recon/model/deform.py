@@ -20,6 +20,7 @@ import weakref
 
 import torch
 from torch import Tensor, nn
+import torch.nn.functional as F
 
 
 def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
@@ -148,9 +149,15 @@ class DeformField(nn.Module):
     def time_offset(self, means: Tensor, t: float | Tensor) -> Tensor:
         """dp^t ``[N, 3]`` at grid time ``t`` for canonical positions ``means [N, 3]``."""
         x = (means - self.center) / self.radius
-        tt = self.norm_time(t).reshape(1, 1).expand(means.shape[0], 1)
-        feats = torch.cat([positional_encoding(x, self.pos_freqs), positional_encoding(tt, self.time_freqs)], dim=-1)
-        return self.mlp(feats) * self.radius
+        # every point shares the time, so the first layer's time columns act once, as a bias: the
+        # same function as the MLP on [PE(x), PE(t)], without building an [N, 1 + 2F] time block
+        # (tools/bench_fit_step.py --concat-time: within the noise of a whole fit step)
+        first = self.mlp[0]
+        dx = 3 * (1 + 2 * self.pos_freqs)
+        tt = positional_encoding(self.norm_time(t).reshape(1, 1), self.time_freqs)  # [1, 1 + 2F]
+        bias = F.linear(tt, first.weight[:, dx:], first.bias)[0]
+        h = F.linear(positional_encoding(x, self.pos_freqs), first.weight[:, :dx], bias)
+        return self.mlp[1:](h) * self.radius
 
     @property
     def trajectory_degree(self) -> int:

@@ -20,6 +20,11 @@ from recon.model.appearance import CameraAppearance
 from recon.model.deform import DeformField
 from recon.model.splats import Splats
 from recon.render import rasterize
+from recon.render.constants import ALPHA_MIN
+
+LIFE_MIN = ALPHA_MIN
+"""A splat whose lifespan factor is below this at a time is left out of that time's render
+(:meth:`DeformableScene.alive_rows`): its opacity is below the rasterizer's cut-off there anyway."""
 
 
 class DeformableScene:
@@ -106,34 +111,75 @@ class DeformableScene:
         dev = self.splats.means.device
         if self.field.has_lifespan and len({j for _, j in cells}) > 1:  # opacities differ per time: one render per cell
             parts = [self.render([c], backend, view_offsets, appearance) for c in cells]
-            return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]),
-                    {"cell_means": torch.cat([p[3]["cell_means"] for p in parts])})
+            meta = {} if any("rows" in p[3] for p in parts) else {"cell_means": torch.cat([p[3]["cell_means"] for p in parts])}
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]), meta
         idx_v = torch.tensor([i for i, _ in cells])
         idx_t = torch.tensor([j for _, j in cells])
         H, W = self.size
-        means = self.cell_means(cells, view_offsets)
-        shared = means[0] if means.stride(0) == 0 else means  # [N, 3] when every cell has the same positions
+        rows = self.alive_rows(cells[0][1])
+        if rows is None:
+            means = self.cell_means(cells, view_offsets)
+            scales = self.splats.log_scales
+        else:  # only the splats alive at this time: the others' dp^t and projection cost nothing
+            means = self._cell_means_rows(cells, view_offsets, rows)
+            scales = self.splats.log_scales[rows]
+        shared = means[0] if means.stride(0) == 0 else means  # [N or R, 3] when every cell has the same positions
         viewmats = self.poses[idx_v, idx_t].to(dev)
         opacity = self.field.opacity_logits_at(self.splats.opacity_logits, self.times[cells[0][1]])
-        rgb, alpha, depth, meta = rasterize(shared, self.splats.log_scales, opacity,
-                                            self.colours(shared, viewmats), viewmats, self.Ks[idx_v, idx_t].to(dev), W, H,
+        rgb, alpha, depth, meta = rasterize(shared, scales, opacity if rows is None else opacity[rows],
+                                            self.colours(shared, viewmats, rows), viewmats, self.Ks[idx_v, idx_t].to(dev), W, H,
                                             background=None if self.background is None else self.background.to(dev),
                                             backend=backend)
-        meta["cell_means"] = means  # [C, N, 3], in the autograd graph (terms on the positions reuse it)
+        meta["cell_means"] = means  # [C, N or R, 3], in the autograd graph (terms on the positions reuse it)
+        if rows is not None:  # per-splat meta (means2d, radii, ...) is of these R rows of the N
+            meta["rows"], meta["num_splats"] = rows, self.splats.num
         if appearance and self.appearance is not None:
             rgb = self.appearance(rgb, idx_v)
         return rgb, alpha, depth, meta
 
-    def colours(self, means: Tensor, viewmats: Tensor) -> Tensor:
+    def colours(self, means: Tensor, viewmats: Tensor, rows: Tensor | None = None) -> Tensor:
         """The splats' colours for cameras ``viewmats [C, 4, 4]`` (canonical -> camera) with the
         splats at ``means [N, 3]`` or ``[C, N, 3]``: ``[N, 3]`` without view-dependent colour, else
         ``[C, N, 3]`` (spherical harmonics in the world frame of :attr:`to_world`, the frame the
-        exported ``.ply`` is in; :mod:`recon.model.sh`)."""
-        from recon.model.sh import camera_centres
+        exported ``.ply`` is in; :mod:`recon.model.sh`). ``rows [R]``: only those splats (``means``
+        then holds their R positions), ``[R, 3]`` / ``[C, R, 3]``."""
+        from recon.model.sh import camera_centres, view_colours
 
-        if self.splats.sh_degree == 0:
-            return self.splats.rgb()
-        return self.splats.view_rgb(means, camera_centres(viewmats), self.to_world[:3, :3].to(means.device))
+        sp = self.splats
+        if sp.sh_degree == 0:
+            return sp.rgb() if rows is None else sp.rgb()[rows]
+        R = self.to_world[:3, :3].to(means.device)
+        if rows is None:
+            return sp.view_rgb(means, camera_centres(viewmats), R)
+        return view_colours(sp.colors[rows], sp.sh_rest[rows], means, camera_centres(viewmats), R)
+
+    def alive_rows(self, j: int) -> Tensor | None:
+        """Rows ``[R]`` of the splats whose lifespan factor at grid time index ``j`` is at least
+        :data:`LIFE_MIN`, or None when every splat is (or there are no lifespans). The others'
+        opacity there is below the rasterizer's ``ALPHA_MIN`` whatever their peak opacity, so it
+        would cull them anyway: leaving them out changes no pixel and no photometric gradient,
+        and saves their temporal MLP and projection (terms on the rendered positions, e.g. the
+        silhouette, then see the alive splats only)."""
+        if not self.field.has_lifespan or self.field.lifespan.shape[0] != self.splats.num:
+            return None
+        with torch.no_grad():
+            alive = self.field.life(self.times[j]) >= LIFE_MIN
+        if bool(alive.all()):
+            return None
+        return alive.nonzero().squeeze(1)
+
+    def _cell_means_rows(self, cells: list[tuple[int, int]], view_offsets: bool, rows: Tensor) -> Tensor:
+        """:meth:`cell_means` of the splats ``rows [R]`` only (the cells share one time): ``[C, R, 3]``,
+        expanded (stride 0) when there are no per-view offsets."""
+        j = cells[0][1]
+        m = self.splats.means[rows]
+        if self._motion_cache is not None:
+            m = m + self._motion(j)[rows]
+        else:
+            m = m + self.field.motion_rows(m, self.times[j], rows)
+        if not view_offsets or self.field.view_offsets_vanish:
+            return m.expand(len(cells), *m.shape)
+        return torch.stack([m + self.field.view_offset(i)[rows] for i, _ in cells])
 
     def means_at_time(self, time: float, view: int | None = None) -> Tensor:
         """Positions ``[N, 3]`` (canonical coordinates) at a continuous ``time`` (the grid's time
