@@ -164,8 +164,8 @@ def test_a_window_whose_carving_is_empty_is_carved_again_with_a_lower_vote_or_dr
 
 
 def test_a_render_leaves_out_the_splats_not_alive_then_and_changes_no_pixel_or_gradient() -> None:
-    """``DeformableScene.alive_rows``: splats whose life factor is below LIFE_MIN (1/255) are left out
-    of a time's render (their MLP and projection skipped). The rasterizer culls them anyway, so the
+    """``DeformableScene.alive_rows``: splats whose opacity at a time (peak x life factor) is below
+    LIFE_MIN (1/255) are left out of that time's render (their MLP and projection skipped). The rasterizer culls them anyway, so the
     image, the gradients of the alive splats and density control's statistics are the same as a
     render of all of them; the left-out splats get none of the photometric gradient."""
     from recon.fit.density import DensityConfig, DensityControl
@@ -182,6 +182,7 @@ def test_a_render_leaves_out_the_splats_not_alive_then_and_changes_no_pixel_or_g
     with torch.no_grad():  # three groups living around tau -1, 0, 1, narrow: at tau -1 the third is dead
         c = torch.tensor([-1.0, 0.0, 1.0])[torch.arange(P) % 3]
         f.lifespan.copy_(torch.stack([c, torch.full((P,), math.log(0.3))], 1))
+        sp.opacity_logits[::7] = math.log(0.002 / 0.998)  # faint: dead at every time by their peak opacity
     K = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]])
     T = 9
     scene = DeformableScene(sp, f, torch.eye(4).expand(1, T, 4, 4).clone(), K.expand(1, T, 3, 3).clone(),
@@ -189,7 +190,10 @@ def test_a_render_leaves_out_the_splats_not_alive_then_and_changes_no_pixel_or_g
     rows = scene.alive_rows(0)  # time 0 = tau -1
     assert rows is not None and 0 < len(rows) < P
     life = f.life(0.0).detach()
-    assert bool((life[rows] >= 1.0 / 255).all()) and int((life >= 1.0 / 255).sum()) == len(rows)
+    peak = torch.sigmoid(sp.opacity_logits.detach())
+    shown = peak * life >= 1.0 / 255
+    assert torch.equal(rows, shown.nonzero().squeeze(1))
+    assert int(((life >= 1.0 / 255) & ~shown).sum()) > 0  # some are alive by life, culled by their peak
 
     def step(cull: bool):
         for p in (sp.means, sp.colors, sp.opacity_logits, sp.log_scales, *f.mlp.parameters()):
@@ -220,4 +224,5 @@ def test_a_render_leaves_out_the_splats_not_alive_then_and_changes_no_pixel_or_g
     # every splat alive (time 4 = tau 0 with wide lives): the plain render
     with torch.no_grad():
         f.lifespan[:, 1] = math.log(5.0)
+        sp.opacity_logits[::7] = 0.0
     assert scene.alive_rows(4) is None

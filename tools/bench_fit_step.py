@@ -13,7 +13,8 @@ Example::
     python tools/bench_fit_step.py RUN/checkpoints/deform.safetensors --cells 1 --no-cull --concat-time
 
 ``--no-cull`` renders every splat at every time (a scene with lifespans otherwise leaves out the ones
-not alive then, ``DeformableScene.alive_rows``); ``--concat-time`` evaluates the temporal MLP on
+whose opacity then is below 1/255, ``DeformableScene.alive_rows``); ``--life-cull`` leaves out only
+those whose lifespan factor alone is below 1/255 (the first criterion); ``--concat-time`` evaluates the temporal MLP on
 ``[PE(x), PE(t)]`` per point, as before its time columns became a shared bias (the same function).
 """
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--no-cull", action="store_true", help="render the splats not alive at a time too")
+    ap.add_argument("--life-cull", action="store_true", help="leave out only the splats whose lifespan factor is below 1/255")
     ap.add_argument("--concat-time", action="store_true", help="the MLP on [PE(x), PE(t)] per point (the former way)")
     args = ap.parse_args()
 
@@ -50,6 +52,15 @@ def main() -> None:
     sp = scene.splats
     if args.no_cull:
         scene.alive_rows = lambda j: None
+    elif args.life_cull and scene.field.has_lifespan:
+        from recon.model.scene import LIFE_MIN
+
+        def life_rows(j: int):
+            with torch.no_grad():
+                alive = scene.field.life(scene.times[j]) >= LIFE_MIN
+            return None if bool(alive.all()) else alive.nonzero().squeeze(1)
+
+        scene.alive_rows = life_rows
     if args.concat_time:
         from recon.model.deform import positional_encoding
 
@@ -83,7 +94,7 @@ def main() -> None:
         step()
     times = [step() for _ in range(args.steps)]
     mode = f"torch 1 / kernels {args.threads} threads" if args.split else f"{args.threads} threads"
-    mode += ", no cull" if args.no_cull else ""
+    mode += ", no cull" if args.no_cull else (", life cull" if args.life_cull else "")
     mode += ", time concatenated" if args.concat_time else ""
     print(f"{args.scene}: N={sp.num}, {args.cells} cells of {scene.size[0]}x{scene.size[1]}, {mode}: "
           f"median {1000 * statistics.median(times):.1f} ms per step (min {1000 * min(times):.1f}, {args.steps} steps)")

@@ -23,8 +23,8 @@ from recon.render import rasterize
 from recon.render.constants import ALPHA_MIN
 
 LIFE_MIN = ALPHA_MIN
-"""A splat whose lifespan factor is below this at a time is left out of that time's render
-(:meth:`DeformableScene.alive_rows`): its opacity is below the rasterizer's cut-off there anyway."""
+"""A splat whose opacity at a time (peak x lifespan factor) is below this is left out of that time's
+render (:meth:`DeformableScene.alive_rows`): the rasterizer culls it there anyway."""
 
 
 class DeformableScene:
@@ -154,16 +154,17 @@ class DeformableScene:
         return view_colours(sp.colors[rows], sp.sh_rest[rows], means, camera_centres(viewmats), R)
 
     def alive_rows(self, j: int) -> Tensor | None:
-        """Rows ``[R]`` of the splats whose lifespan factor at grid time index ``j`` is at least
-        :data:`LIFE_MIN`, or None when every splat is (or there are no lifespans). The others'
-        opacity there is below the rasterizer's ``ALPHA_MIN`` whatever their peak opacity, so it
-        would cull them anyway: leaving them out changes no pixel and no photometric gradient,
-        and saves their temporal MLP and projection (terms on the rendered positions, e.g. the
-        silhouette, then see the alive splats only)."""
+        """Rows ``[R]`` of the splats whose opacity at grid time index ``j`` (peak opacity x
+        lifespan factor) is at least :data:`LIFE_MIN`, or None when every splat's is (or there are no
+        lifespans). The others are below the rasterizer's ``ALPHA_MIN`` there, so it would cull
+        them anyway: leaving them out changes no pixel and no photometric gradient, and saves their
+        temporal MLP and projection (terms on the rendered positions, e.g. the silhouette, then see
+        the alive splats only)."""
         if not self.field.has_lifespan or self.field.lifespan.shape[0] != self.splats.num:
             return None
         with torch.no_grad():
-            alive = self.field.life(self.times[j]) >= LIFE_MIN
+            logits = self.field.opacity_logits_at(self.splats.opacity_logits, self.times[j])
+            alive = torch.sigmoid(logits) >= LIFE_MIN
         if bool(alive.all()):
             return None
         return alive.nonzero().squeeze(1)
