@@ -276,7 +276,8 @@ def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tup
         dc = dataclasses.replace(config.deform, learn_view_offsets=False, appearance=False, static_background=False,
                                  time_smooth_reg=0.0, density=dataclasses.replace(config.deform.density, reset_every=0),
                                  mlp_activation=config.monocular.mlp_activation, rigidity_reg=config.monocular.rigidity_reg,
-                                 time_curriculum=config.monocular.curriculum(), sh_degree=config.monocular.sh_degree)
+                                 time_curriculum=config.monocular.curriculum(), sh_degree=config.monocular.sh_degree,
+                                 sh_shading=config.monocular.sh_shading)
         scene = scene_from_canonical(grid, canonical, dc, False, [0])
         progress.stage_start("deform", config.deform.iterations or None)
         rep = fit_deform(grid, scene, train, dc, device, config.seed * 1000 + 4, config.backend,
@@ -290,7 +291,8 @@ def _run_monocular(grid: FrameGrid, held: list[tuple[int, int]], train: list[tup
                                "every window's frames; " if config.monocular.windows > 1 else
                                "static warm-up on the reference window's frames; ")
                             + f"rigidity term {dc.rigidity_reg:g} (robust scale {dc.rigidity_robust:g}), "
-                            f"temporal curriculum {dc.time_curriculum:g}, view-dependent colour of degree {dc.sh_degree}")
+                            f"temporal curriculum {dc.time_curriculum:g}, view-dependent colour of degree {dc.sh_degree}"
+                            + (" (shading gains)" if dc.sh_degree and dc.sh_shading else ""))
         return scene.tensors(), {**scene.meta(), "report": rep}
 
     stage("deform", 4, do_deform)

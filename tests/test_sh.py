@@ -40,12 +40,12 @@ def test_band_one_follows_graphdeco_signs():
     assert torch.allclose(Y, torch.tensor([[0, 0, -C1], [-C1, 0, 0], [0, C1, 0]]))
 
 
-def _scene(sh_degree: int) -> DeformableScene:
+def _scene(sh_degree: int, shading: bool = False) -> DeformableScene:
     torch.manual_seed(0)
     P = 40
     sp = Splats(torch.randn(P, 3) * 0.3 + torch.tensor([0, 0, 3.0]), torch.full((P,), -2.5), torch.full((P,), 1.0),
                 torch.rand(P, 3) * 0.5 + 0.25)
-    sp.set_sh_degree(sh_degree)
+    sp.set_sh_degree(sh_degree, shading)
     f = DeformField(torch.zeros(P, 2, 3), torch.tensor([0, 0, 3.0]), 1.0, (0.0, 1.0), 2, 2, 16, 2, learn_view_offsets=False)
     a = torch.eye(4)
     b = torch.eye(4)  # the second camera: 1 m to the right, turned towards the splats
@@ -95,31 +95,37 @@ def test_density_reindex_keeps_coefficients_on_their_rows():
     assert torch.equal(sc.splats.sh_rest, before[index]) and sc.splats.colors.shape == (4, 3)
 
 
-def test_checkpoint_round_trip_and_a_bad_coefficient_count(tmp_path):
-    sc = _scene(3)
+@pytest.mark.parametrize("shading", [False, True])
+def test_checkpoint_round_trip_and_a_bad_coefficient_count(tmp_path, shading):
+    sc = _scene(3, shading)
     with torch.no_grad():
         sc.splats.sh_rest.normal_(0, 0.2)
     sc.save(tmp_path / "s.safetensors")
     back = DeformableScene.load(tmp_path / "s.safetensors")
     assert back.splats.sh_degree == 3 and torch.equal(back.splats.sh_rest, sc.splats.sh_rest)
+    assert back.splats.sh_shading == shading
     with torch.no_grad():
         assert torch.equal(back.render([(1, 1)], backend="torch")[0], sc.render([(1, 1)], backend="torch")[0])
     t = sc.splats.tensors()
     t["sh_rest"] = torch.zeros(40, 5, 3)
     with pytest.raises(InputError):
         Splats.from_tensors(t)
+    t["sh_rest"] = torch.zeros(40, 3, 2)  # neither colour coefficients nor gains
+    with pytest.raises(InputError, match="shading gains"):
+        Splats.from_tensors(t)
     old = _scene(0).splats.tensors()  # a checkpoint from before view-dependent colour
     assert "sh_rest" not in old and Splats.from_tensors(old).sh_degree == 0
 
 
-def test_the_exported_ply_renders_the_fit_colours_the_way_viewers_evaluate_it(tmp_path):
+@pytest.mark.parametrize("shading", [False, True])
+def test_the_exported_ply_renders_the_fit_colours_the_way_viewers_evaluate_it(tmp_path, shading):
     # a viewer reads x y z, f_dc, f_rest (world frame) and evaluates rgb = 0.5 + C0 f_dc + sum Y(d) f_rest,
     # d = normalise(x - camera centre), clamped: that must be the colour the fit rendered
     from recon.fit.evaluate import write_ply
     from recon.io.ply import SH_C0
     from recon.io.plyseq import read_ply_sequence
 
-    sc = _scene(2)
+    sc = _scene(2, shading)
     with torch.no_grad():
         sc.splats.sh_rest.normal_(0, 0.3)
     write_ply(sc, tmp_path, fps=None, source="test", time_unit="s", world=True)
@@ -136,3 +142,41 @@ def test_the_exported_ply_renders_the_fit_colours_the_way_viewers_evaluate_it(tm
             + torch.einsum("nk,nkc->nc", sh_basis(d, 2), torch.from_numpy(gp.sh_rest).double())
         fit = sc.colours(sc.splats.means, sc.poses[v, 0][None])[0].detach().double()
         assert torch.allclose(rgb.clamp(0, 1), fit, atol=1e-5)
+
+
+def test_shading_gains_scale_the_base_colour_and_keep_its_hue():
+    # colour = clamp(base) * (1 + sum_k Y_k(d) g_k): zero gains render the base colour; any gains
+    # change the brightness by view but not the ratio between channels (so a coloured splat cannot
+    # turn the white background colour from the views that contradict it)
+    plain, sc = _scene(0), _scene(1, shading=True)
+    assert sc.splats.sh_rest.shape == (40, 3, 1) and sc.splats.sh_shading and sc.splats.sh_degree == 1
+    with torch.no_grad():
+        assert torch.allclose(plain.render([(0, 0), (1, 0)], backend="torch")[0],
+                              sc.render([(0, 0), (1, 0)], backend="torch")[0], atol=1e-6)
+        sc.splats.colors.copy_(torch.tensor([0.6, 0.2, 0.1]).expand(40, 3))  # a red splat everywhere
+        sc.splats.sh_rest.normal_(0, 0.5)
+    vm = sc.poses[:, 0]
+    col = sc.colours(sc.splats.means, vm)  # [2, 40, 3]
+    R = sc.to_world[:3, :3]
+    d = sc.splats.means.detach()[None] - (camera_centres(vm) @ torch.eye(3))[:, None]
+    d = (d @ R.T) / d.norm(dim=-1, keepdim=True)
+    expect = (0.6 * (1 + torch.einsum("cnk,nk->cn", sh_basis(d, 1), sc.splats.sh_rest.detach()[..., 0])))
+    assert torch.allclose(col[..., 0], expect.clamp(0, 1), atol=1e-5)
+    assert not torch.allclose(col[0], col[1], atol=1e-3)  # the view changes it
+    unclipped = (col < 0.999).all(-1) & (col > 0).all(-1)
+    assert unclipped.float().mean() > 0.5
+    ratio = col[..., 1] / col[..., 0]
+    assert torch.allclose(ratio[unclipped], torch.full_like(ratio[unclipped], 1 / 3), atol=1e-5)
+    col.sum().backward()
+    assert float(sc.splats.sh_rest.grad.abs().sum()) > 0 and float(sc.splats.colors.grad.abs().sum()) > 0
+
+
+def test_switching_the_form_starts_from_zero_and_keeping_it_keeps_the_gains():
+    sp = _scene(1, shading=True).splats
+    with torch.no_grad():
+        sp.sh_rest.fill_(0.3)
+    sp.set_sh_degree(2)  # form kept: degree 1's gains stay, degree 2's start at zero
+    assert sp.sh_rest.shape == (40, 8, 1) and float(sp.sh_rest[:, :3].min()) == pytest.approx(0.3) and float(sp.sh_rest[:, 3:].abs().max()) == 0
+    sp.set_sh_degree(2, shading=False)
+    assert sp.sh_rest.shape == (40, 8, 3) and not sp.sh_shading and float(sp.sh_rest.abs().max()) == 0
+    assert torch.equal(sp.sh_rest_rgb(), sp.sh_rest)

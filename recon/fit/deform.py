@@ -101,9 +101,13 @@ class DeformConfig:
     sh_degree: int = 0
     """Bands of view-dependent colour per splat (real spherical harmonics, :mod:`recon.model.sh`;
     0: one colour from every side). Monocular grids use :attr:`recon.fit.monocular.MonocularConfig.sh_degree`."""
+    sh_shading: bool = False
+    """The harmonics as gains that scale the base colour (``base * (1 + Y . g)``, :mod:`recon.model.sh`)
+    instead of terms added to it: brightness that changes with the view, hue that does not."""
     lr_sh: float = 2.5e-4
     """Learning rate of the spherical-harmonic coefficients (``lr_colors`` / 20, as 3DGS sets its
-    higher bands against the base colour); they learn after the warm-up."""
+    higher bands against the base colour); they learn after the warm-up. Shading gains use twice
+    it (a gain moves a colour near 0.5 by half as much as an additive coefficient)."""
     lr_scales: float = 5e-3
     lr_lifespan: float = 0.0
     """Adam step of the Gaussians' lifespans (centre and log-width in normalised time; only for
@@ -434,8 +438,8 @@ def fit_deform(
     if scene.appearance is not None:
         scene.appearance.to(device)
     sp, field = scene.splats, scene.field
-    if sp.sh_degree != config.sh_degree:
-        sp.set_sh_degree(config.sh_degree)
+    if sp.sh_degree != config.sh_degree or (config.sh_degree and sp.sh_shading != config.sh_shading):
+        sp.set_sh_degree(config.sh_degree, config.sh_shading)
     radius = float(field.radius)
     unit = float(sp.log_scales.detach().exp().median())
     target = uint8_targets(grid, device)
@@ -460,7 +464,7 @@ def fit_deform(
         ParamGroup("means", ["means"], lambda s: exp_decay(config.lr_means * radius, config.lr_means_final * radius, s, total)),
         ParamGroup("colors", ["colors"], config.lr_colors),
         ParamGroup("opacity", ["opacity_logits"], config.lr_opacity),
-        ParamGroup("sh", ["sh_rest"], lambda s: 0.0 if s < warm else config.lr_sh),
+        ParamGroup("sh", ["sh_rest"], lambda s: 0.0 if s < warm else config.lr_sh * (2.0 if sp.sh_shading else 1.0)),
         ParamGroup("scales", ["log_scales"], config.lr_scales),
         ParamGroup("mlp", list(field.mlp.parameters()),
                    lambda s: 0.0 if s < warm else exp_decay(config.lr_mlp, config.lr_mlp_final, s - warm, total - warm)),

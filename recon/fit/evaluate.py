@@ -196,7 +196,7 @@ def write_ply(scene: DeformableScene, folder: Path, fps: float | None, source: s
     frames = [scene.positions_at(j).cpu() for j in range(scene.num_times)]
     return write_ply_sequence(
         folder, frames, sp.log_scales.detach().cpu(), sp.opacity_logits.detach().cpu(), sp.rgb().detach().cpu(),
-        sh_rest=sp.sh_rest.detach().cpu() if sp.sh_degree else None,  # (in the world frame the positions are in)
+        sh_rest=sp.sh_rest_rgb().detach().cpu() if sp.sh_degree else None,  # (in the world frame the positions are in)
         frame_opacity_logits=[scene.field.opacity_logits_at(sp.opacity_logits, scene.times[j]).detach().cpu()
                               for j in range(scene.num_times)] if scene.field.has_lifespan else None,
         times=scene.source_times.numpy() if times is None else np.asarray(times, np.float64), fps=fps, source=source,

@@ -103,6 +103,8 @@ class MonocularConfig:
     Off: degree 2 lost ~1 dB on the close-proximity scene (200x200, two seeds each); degree 1 at
     400x400 gained 0.35-0.8 dB on four scenes and lost 2.6 on the collision scene, whose misplaced
     copies turned white (the background) where contradicted: mean 31.76 against 31.88 (BENCHMARKS.md)."""
+    sh_shading: bool = False
+    """View-dependent colour as shading gains (:attr:`recon.fit.deform.DeformConfig.sh_shading`)."""
     windows: int = 9
     """Windows carved (1: the reference window only). More: ``windows`` runs of ``window`` training
     frames spread evenly over the sequence (:func:`life_windows`), each carved where its objects are

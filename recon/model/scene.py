@@ -281,7 +281,7 @@ class DeformableScene:
 
 SCENE_TENSORS: dict[str, tuple] = {
     "splats.means": ("N", 3), "splats.colors": ("N", 3), "splats.log_scales": ("N",), "splats.opacity_logits": ("N",),
-    "splats.sh_rest?": ("N", "S", 3), "field.center": (3,), "field.radius": (), "field.time_range": (2,), "field.tracked_offsets": ("N", "V", 3),
+    "splats.sh_rest?": ("N", "S", "Cs"), "field.center": (3,), "field.radius": (), "field.time_range": (2,), "field.tracked_offsets": ("N", "V", 3),
     "field.view_correction": ("N", "V", 3), "field.dynamic?": ("N",), "field.trajectory?": ("N", "K", 3), "field.lifespan?": ("N", "L"), "poses": ("V", "T", 4, 4), "Ks": ("V", "T", 3, 3),
     "times": ("T",), "to_world": (4, 4), "background?": (3,), "appearance.log_gain?": ("V", 3),
     "appearance.bias?": ("V", 3), "appearance.trained?": ("V",),

@@ -11,6 +11,18 @@ the order and with the signs that graphdeco's 3DGS viewers evaluate (so an expor
 renders the same there): band 1 ``(-y, z, -x) C1``, band 2 ``xy, yz, 2z^2 - x^2 - y^2, xz,
 x^2 - y^2`` (times its normalisation constants), band 3 likewise. The constants are the
 normalisations of the real spherical harmonics, ``sqrt((2l + 1) / 4 pi ...)``.
+
+The **shading** form (``sh_rest [N, K, 1]``: one gain per harmonic, shared by the three channels)
+scales the base colour instead of adding to it:
+
+    rgb(d) = base * (1 + sum_k Y_k(d) g_k)
+
+With degree 1 that is ``base * (1 + a . d)``: diffuse shading under a light that moves with the
+camera (MuJoCo's and Blender's headlight renders), where a splat's brightness follows the angle
+between its surface and the view. It cannot change a splat's hue -- a coloured splat cannot turn
+the (white) background colour from the views that contradict it, which the additive form let the
+monocular fits do (BENCHMARKS.md). It is the additive form with ``c_k = base g_k``
+(:func:`rgb_coefficients`), so it exports as ordinary ``f_rest_*`` columns.
 """
 
 from __future__ import annotations
@@ -59,10 +71,20 @@ def sh_basis(dirs: Tensor, degree: int) -> Tensor:
     return torch.stack(out, -1) if K else dirs.new_zeros(*dirs.shape[:-1], 0)
 
 
+def rgb_coefficients(base: Tensor, sh_rest: Tensor) -> Tensor:
+    """The additive coefficients ``[N, K, 3]`` equal to ``sh_rest``: itself when it is ``[N, K, 3]``;
+    ``clamp(base, 0, 1) * g`` for shading gains ``[N, K, 1]`` (module docstring), which is what a
+    graphdeco ``.ply`` stores so that a viewer renders the same colours."""
+    if sh_rest.shape[-1] == 3:
+        return sh_rest
+    return base.clamp(0.0, 1.0)[:, None, :] * sh_rest
+
+
 def view_colours(base: Tensor, sh_rest: Tensor, means: Tensor, centres: Tensor, rotation: Tensor | None = None) -> Tensor:
     """Colours ``[C, N, 3]`` in [0, 1] of ``N`` splats seen from ``C`` cameras.
 
-    ``base [N, 3]`` (the degree-0 colour), ``sh_rest [N, K, 3]``, positions ``means [N, 3]`` or
+    ``base [N, 3]`` (the degree-0 colour), ``sh_rest [N, K, 3]`` (additive) or ``[N, K, 1]``
+    (shading gains: ``clamp(base) * (1 + Y . g)``; module docstring), positions ``means [N, 3]`` or
     ``[C, N, 3]`` and camera centres ``centres [C, 3]`` in one frame; ``rotation [3, 3]`` (optional)
     maps that frame's directions to the frame the coefficients are expressed in (recon: the
     canonical frame -> the world of the input cameras, which the exported ``.ply`` uses). The
@@ -77,6 +99,8 @@ def view_colours(base: Tensor, sh_rest: Tensor, means: Tensor, centres: Tensor, 
             d = d @ rotation.T.to(d)
         d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         Y = sh_basis(d, degree_of(K))  # [C, N, K]
+    if sh_rest.shape[-1] == 1:
+        return (base.clamp(0.0, 1.0) * (1.0 + torch.einsum("cnk,nkd->cnd", Y, sh_rest))).clamp(0.0, 1.0)
     return (base + torch.einsum("cnk,nkd->cnd", Y, sh_rest)).clamp(0.0, 1.0)
 
 

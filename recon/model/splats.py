@@ -5,7 +5,8 @@ frame at ``ref_time``, OpenCV), one natural-log standard deviation ``log_scales 
 opacity logit ``opacity_logits [N]`` and a colour ``colors [N, 3]`` in [0, 1] (stored raw and
 clamped when rendered, so a colour fitted outside the range does not get stuck), plus optional
 view-dependent terms ``sh_rest [N, K, 3]`` (real spherical harmonics of degree 1-3 beyond that
-base colour, :mod:`recon.model.sh`; ``K = 0``: none, the colour is the same from every side).
+base colour, :mod:`recon.model.sh`; ``K = 0``: none, the colour is the same from every side), or
+``[N, K, 1]``: one gain per harmonic that scales the base colour (the shading form, same module).
 Isotropy is deliberate (4Real-Video, supplementary section 3): without an orientation the splats
 cannot smear along a training ray, which reduces artefacts from unseen viewpoints.
 """
@@ -25,7 +26,7 @@ OPTIONAL_PARAMS = ("sh_rest",)
 
 class Splats(nn.Module):
     """Learnable isotropic Gaussians. Shapes: means [N, 3], log_scales [N], opacity_logits [N], colors [N, 3],
-    sh_rest [N, K, 3] (K = 0, 3, 8 or 15; None: 0)."""
+    sh_rest [N, K, 3] or, shading gains, [N, K, 1] (K = 0, 3, 8 or 15; None: 0)."""
 
     def __init__(self, means: Tensor, log_scales: Tensor, opacity_logits: Tensor, colors: Tensor,
                  sh_rest: Tensor | None = None):
@@ -42,8 +43,9 @@ class Splats(nn.Module):
         self.colors = nn.Parameter(colors.detach().float().clone())
         if sh_rest is None:
             sh_rest = torch.zeros(N, 0, 3, device=means.device)
-        if sh_rest.dim() != 3 or sh_rest.shape[0] != N or sh_rest.shape[2] != 3:
-            raise ValueError(f"inconsistent splat shapes: sh_rest {list(sh_rest.shape)} for {N} splats (expected [N, K, 3])")
+        if sh_rest.dim() != 3 or sh_rest.shape[0] != N or sh_rest.shape[2] not in (1, 3):
+            raise ValueError(f"inconsistent splat shapes: sh_rest {list(sh_rest.shape)} for {N} splats "
+                             "(expected [N, K, 3], or [N, K, 1] shading gains)")
         from recon.model.sh import degree_of
 
         degree_of(sh_rest.shape[1])
@@ -64,16 +66,32 @@ class Splats(nn.Module):
 
         return degree_of(self.sh_rest.shape[1])
 
-    def set_sh_degree(self, degree: int) -> None:
+    @property
+    def sh_shading(self) -> bool:
+        """True when :attr:`sh_rest` holds shading gains ``[N, K, 1]`` (:mod:`recon.model.sh`)."""
+        return self.sh_rest.shape[2] == 1
+
+    def set_sh_degree(self, degree: int, shading: bool | None = None) -> None:
         """Give the splats ``degree`` bands of view-dependent colour (new coefficients zero: the
-        colours render unchanged); a lower degree drops the higher bands. Call before building an optimiser."""
+        colours render unchanged); a lower degree drops the higher bands. ``shading``: gains that
+        scale the base colour (``[N, K, 1]``) instead of additive coefficients; None keeps the
+        current form. Changing the form starts from zero (the same colours). Call before building an optimiser."""
         from recon.model.sh import num_coefficients
 
+        shading = self.sh_shading if shading is None else bool(shading)
         K, old = num_coefficients(degree), self.sh_rest.detach()
-        new = torch.zeros(self.num, K, 3, device=old.device)
-        k = min(K, old.shape[1])
-        new[:, :k] = old[:, :k]
+        new = torch.zeros(self.num, K, 1 if shading else 3, device=old.device)
+        if shading == self.sh_shading:
+            k = min(K, old.shape[1])
+            new[:, :k] = old[:, :k]
         self.sh_rest = nn.Parameter(new)
+
+    def sh_rest_rgb(self) -> Tensor:
+        """The additive coefficients ``[N, K, 3]`` that render the same colours (for export; the
+        shading gains times the clamped base colour, :func:`recon.model.sh.rgb_coefficients`)."""
+        from recon.model.sh import rgb_coefficients
+
+        return rgb_coefficients(self.colors, self.sh_rest)
 
     def view_rgb(self, means: Tensor, centres: Tensor, rotation: Tensor | None = None) -> Tensor:
         """Colours ``[C, N, 3]`` seen from camera centres ``centres [C, 3]`` (positions ``means [N, 3]``
