@@ -6,7 +6,7 @@ argument docstrings become the help). The boundary: bad input raises
 not a folder, no space left, ...); both are printed as one line on stderr naming the path, exit
 code 2, no traceback. Any other exception is a bug in recon: one "internal error" line and exit 1
 (``--debug`` anywhere on the command line, or ``RECON_DEBUG=1``, shows the traceback). Ctrl-C
-exits 130.
+exits 130, whatever error it surfaces as.
 """
 
 from __future__ import annotations
@@ -123,6 +123,12 @@ def _main(argv: list[str], debug: bool) -> int:
     except SystemExit as e:  # tyro exits 2 on bad arguments, 0 on --help
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     except Exception as e:  # a bug: keep it visible (exit 1) but readable
+        from recon.run import INTERRUPT
+
+        if INTERRUPT.is_set():  # after Ctrl-C any error is its consequence (a KeyboardInterrupt raised
+            _quiet_after_interrupt()  # inside an import leaves a half-initialised module behind)
+            print("recon: interrupted; finished stages are kept (use --resume to continue)", file=sys.stderr)
+            return 130
         if debug:
             raise
         print(f"recon: internal error: {type(e).__name__}: {_one_line(str(e))[:300]} "

@@ -166,6 +166,9 @@ class StageRunner:
             self.run.set(name, status="interrupted")
             raise
         except BaseException as e:
+            if INTERRUPT.is_set():  # a Ctrl-C that surfaced as another error (e.g. inside an import it broke)
+                self.run.set(name, status="interrupted")
+                raise KeyboardInterrupt from e
             self.run.set(name, status="failed", error=str(e)[:500])
             raise
         if INTERRUPT.is_set():  # a Ctrl-C whose KeyboardInterrupt was swallowed inside the stage

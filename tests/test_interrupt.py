@@ -267,3 +267,44 @@ def test_resume_sweeps_what_a_killed_outputs_stage_left(reference, grid_dir, tmp
     for f in sorted((reference / "ply").glob("*.ply")):
         assert (run / "ply" / f.name).read_bytes() == f.read_bytes(), f.name
     assert not _diff(_metrics(reference), _metrics(run))
+
+
+def test_a_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt(monkeypatch, capsys):
+    """A KeyboardInterrupt raised inside an import leaves a half-initialised module, and the stage
+    then fails with an unrelated error (seen once: an AttributeError from numpy's masked arrays). With
+    the interrupt flag set, the stage is marked interrupted and the command exits 130, not 1."""
+    import recon.cli
+    from recon.run import INTERRUPT, StageRunner
+
+    class FakeRun:
+        def __init__(self):
+            self.calls = []
+
+        def set(self, stage, **kw):
+            self.calls.append((stage, kw))
+
+    def broken():
+        INTERRUPT.set()
+        raise AttributeError("'_MaskPartial' object has no attribute 'mask_buffer'")
+
+    run = FakeRun()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            StageRunner(run, 0, {}, None)._execute("prune", 3, broken)
+        assert run.calls[-1] == ("prune", {"status": "interrupted"})
+        INTERRUPT.clear()  # without the flag the same error is a failure (a bug: exit 1)
+        run2 = FakeRun()
+        with pytest.raises(AttributeError):
+            StageRunner(run2, 0, {}, None)._execute("prune", 3, lambda: (_ for _ in ()).throw(AttributeError("x")))
+        assert run2.calls[-1][1]["status"] == "failed"
+    finally:
+        INTERRUPT.clear()
+
+    import tyro.extras
+
+    monkeypatch.setattr(tyro.extras, "subcommand_cli_from_dict", lambda *a, **k: broken())
+    assert recon.cli.main(["info", "x"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(tyro.extras, "subcommand_cli_from_dict",
+                        lambda *a, **k: (_ for _ in ()).throw(AttributeError("x")))
+    assert recon.cli.main(["info", "x"]) == 1
