@@ -118,7 +118,8 @@ class MonocularConfig:
     """Standard deviation of a window's lifespan, x the spacing of the window centres (the lifespans
     are not learned by default, :attr:`recon.fit.deform.DeformConfig.lr_lifespan`). 0.6 and learned:
     ghosts of the objects where two windows' splats overlap (close-proximity scene 28.30 dB at
-    200x200, against 31.94 with 1.0 frozen; BENCHMARKS.md)."""
+    200x200, against 31.94 with 1.0 frozen; BENCHMARKS.md). 1.5 at 400x400: mean 32.09 against
+    31.88, the collision scene +1.3 dB and the deformation scene -1.2, steps dearer: not adopted."""
     points: int = 20000
     """Splats sampled from the carved hull (with several windows: in all, split evenly)."""
     grid: int = 64
