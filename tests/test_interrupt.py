@@ -271,7 +271,7 @@ def test_resume_sweeps_what_a_killed_outputs_stage_left(reference, grid_dir, tmp
 
 def test_a_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt(monkeypatch, capsys):
     """A KeyboardInterrupt raised inside an import leaves a half-initialised module, and the stage
-    then fails with an unrelated error (seen once: an AttributeError from numpy's masked arrays). With
+    then fails with an unrelated error (seen once: an error naming numpy's ``_MaskPartial``). With
     the interrupt flag set, the stage is marked interrupted and the command exits 130, not 1."""
     import recon.cli
     from recon.run import INTERRUPT, StageRunner
