@@ -117,24 +117,27 @@ def _main(argv: list[str], debug: bool) -> int:
         print("recon: error: ran out of memory; make the job smaller (--scale, --frames, --views)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        _quiet_after_interrupt()
-        print("recon: interrupted; finished stages are kept (use --resume to continue)", file=sys.stderr)
-        return 130
+        return _interrupted()
     except SystemExit as e:  # tyro exits 2 on bad arguments, 0 on --help
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     except Exception as e:  # a bug: keep it visible (exit 1) but readable
         from recon.run import INTERRUPT
 
         if INTERRUPT.is_set():  # after Ctrl-C any error is its consequence (a KeyboardInterrupt raised
-            _quiet_after_interrupt()  # inside an import leaves a half-initialised module behind)
-            print("recon: interrupted; finished stages are kept (use --resume to continue)", file=sys.stderr)
-            return 130
+            return _interrupted()  # inside an import leaves a half-initialised module behind)
         if debug:
             raise
         print(f"recon: internal error: {type(e).__name__}: {_one_line(str(e))[:300]} "
               "(a bug in recon; rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     return 0
+
+
+def _interrupted() -> int:
+    """The exit after Ctrl-C: one line on stderr, status 130."""
+    _quiet_after_interrupt()
+    print("recon: interrupted; finished stages are kept (use --resume to continue)", file=sys.stderr)
+    return 130
 
 
 def _quiet_after_interrupt() -> None:
